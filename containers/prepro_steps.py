@@ -1,0 +1,134 @@
+"""Preprocessing and motion steps: read inputs from the sorting directory, compute, write atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from containers.stepping import StepContext
+from tasks.atomic import atomic_path
+from tasks.segments import read_segments
+from tasks.steps import split_chain
+
+
+def _recording(ctx: StepContext):
+    from containers.recording import load_kept_recording
+
+    return load_kept_recording(read_segments(ctx.sorting.segments))
+
+
+def _recording_for_motion(ctx: StepContext):
+    from containers.recording import preprocess_for_motion
+
+    rec = _recording(ctx)
+    hours = rec.get_total_duration() / 3600
+    ctx.progress.label = f"{ctx.progress.label} of {hours:.2f} h"
+    return preprocess_for_motion(rec, split_chain(ctx.opts)[0])
+
+
+def _drift(ctx: StepContext, key: str) -> dict:
+    from containers.motion import resolve_drift_params
+
+    resolved = resolve_drift_params(split_chain(ctx.opts)[1] or {})
+    ctx.extra.setdefault("resolved", {})[key] = resolved[key]
+    return resolved[key]
+
+
+def _prepro(ctx: StepContext, name: str) -> Path:
+    return ctx.sorting.preprocessing / name
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+
+
+def peaks(ctx: StepContext) -> None:
+    from containers.motion import detect_peaks_stage
+
+    rec = _recording_for_motion(ctx)
+    found = detect_peaks_stage(rec, _drift(ctx, "detect_kwargs"), ctx.job_kwargs)
+    ctx.extra["n_peaks"] = int(found.size)
+    _save_npy(_prepro(ctx, "peaks.npy"), found)
+
+
+def peak_locations(ctx: StepContext) -> None:
+    from containers.motion import localize_peaks_stage
+
+    rec = _recording_for_motion(ctx)
+    found = np.load(_prepro(ctx, "peaks.npy"))
+    locations = localize_peaks_stage(rec, found, _drift(ctx, "localize_peaks_kwargs"), ctx.job_kwargs)
+    _save_npy(_prepro(ctx, "peak_locations.npy"), locations)
+
+
+def motion(ctx: StepContext) -> None:
+    from containers.motion import estimate_motion_stage, save_motion
+
+    rec = _recording_for_motion(ctx)
+    found = np.load(_prepro(ctx, "peaks.npy"))
+    locations = np.load(_prepro(ctx, "peak_locations.npy"))
+    estimated = estimate_motion_stage(
+        rec, found, locations, _drift(ctx, "estimate_motion_kwargs"), ctx.job_kwargs
+    )
+    with atomic_path(_prepro(ctx, "motion_non_rigid.npz")) as tmp:
+        save_motion(estimated, tmp)
+
+
+def motion_clean(ctx: StepContext) -> None:
+    from containers.motion import clean_motion_stage, load_motion, save_motion
+
+    raw = load_motion(_prepro(ctx, "motion_non_rigid.npz"))
+    cleaned = clean_motion_stage(raw, _drift(ctx, "clean_motion_kwargs"))
+    with atomic_path(_prepro(ctx, "motion_non_rigid_clean.npz")) as tmp:
+        save_motion(cleaned, tmp)
+
+
+def motion_plot(ctx: StepContext) -> None:
+    from containers.motion import load_motion
+    from containers.motion_plot import plot_motion_summary
+
+    rec = _recording(ctx)
+    depths = rec.get_channel_locations()[:, 1]
+    sorting = ctx.sorting.root
+    with atomic_path(_prepro(ctx, "motion_summary.png")) as tmp:
+        plot_motion_summary(
+            np.load(_prepro(ctx, "peaks.npy")),
+            np.load(_prepro(ctx, "peak_locations.npy")),
+            rec.get_sampling_frequency(),
+            load_motion(_prepro(ctx, "motion_non_rigid.npz")),
+            load_motion(_prepro(ctx, "motion_non_rigid_clean.npz")),
+            (float(depths.min()), float(depths.max())),
+            tmp,
+            f"{sorting.parent.parent.parent.name} / {sorting.parent.name} / {sorting.name}",
+        )
+
+
+def preprocessed_probe(ctx: StepContext) -> None:
+    import probeinterface
+
+    from containers.motion import load_motion
+    from containers.recording import preprocess_full
+
+    drift = split_chain(ctx.opts)[1]
+    clean = None
+    interpolate_kwargs: dict = {}
+    if drift is not None:
+        # Always the CLEANED motion: sorting with the raw one went unnoticed for 16 months once.
+        clean = load_motion(_prepro(ctx, "motion_non_rigid_clean.npz"))
+        interpolate_kwargs = _drift(ctx, "interpolate_motion_kwargs")
+        ctx.extra["motion_used"] = "preprocessing/motion_non_rigid_clean.npz"
+    rec = preprocess_full(_recording(ctx), ctx.opts["preprocessing"], clean, interpolate_kwargs)
+    ctx.extra["num_channels"] = rec.get_num_channels()
+    with atomic_path(ctx.sorting.root / "preprocessed_si_probe.json") as tmp:
+        probeinterface.write_probeinterface(tmp, rec.get_probegroup())
+
+
+STEP_FUNCTIONS = {
+    "peaks": peaks,
+    "peak_locations": peak_locations,
+    "motion": motion,
+    "motion_clean": motion_clean,
+    "motion_plot": motion_plot,
+    "preprocessed_probe": preprocessed_probe,
+}

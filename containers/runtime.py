@@ -1,0 +1,89 @@
+"""Process setup for a step: thread caps for every library, and progress published to a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+# Stdlib only at module level: this module is imported before numpy, and by the light `tasks` package.
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+
+
+def thread_env(n_jobs: int) -> dict[str, str]:
+    return {name: str(max(1, n_jobs)) for name in THREAD_ENV_VARS}
+
+
+def cap_threads_env(n_jobs: int) -> None:
+    """Must run before numpy/numba/torch are imported: BLAS and OpenMP read these once, at load."""
+    os.environ.update(thread_env(n_jobs))
+
+
+def cap_threads_runtime(n_jobs: int) -> None:
+    """Belt and braces once libraries are loaded (a library may have been imported early)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n_jobs)
+    try:
+        import numba
+
+        numba.set_num_threads(min(n_jobs, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(n_jobs)
+        torch.set_num_interop_threads(n_jobs)
+    except (ImportError, RuntimeError):
+        pass
+
+
+class ProgressFile:
+    """Writes `{"percent", "message"}` for the Luigi task to relay to the scheduler (throttled)."""
+
+    def __init__(self, path: Path, label: str, min_interval_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.label = label
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+
+    def update(self, percent: float, detail: str = "", force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.min_interval_s:
+            return
+        self._last = now
+        message = f"{self.label}: {percent:.0f}%" + (f" {detail}" if detail else "")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"percent": round(percent, 1), "message": message, "time": time.time()}))
+        os.replace(tmp, self.path)
+
+
+def install_tqdm_progress(progress: ProgressFile) -> None:
+    """Make every tqdm bar (SpikeInterface's job bars included) also report to `progress`.
+
+    Call before spikeinterface is imported: it binds `from tqdm.auto import tqdm` at import time.
+    """
+    import tqdm
+    import tqdm.auto
+
+    base = tqdm.auto.tqdm
+
+    class ReportingTqdm(base):  # type: ignore[misc, valid-type]
+        def display(self, *args, **kwargs):  # called on every refresh of the bar
+            if self.total:
+                desc = (self.desc or "").split(" (")[0]
+                progress.update(100.0 * self.n / self.total, f"({desc})" if desc else "")
+            return super().display(*args, **kwargs)
+
+    tqdm.auto.tqdm = ReportingTqdm
+    tqdm.tqdm = ReportingTqdm

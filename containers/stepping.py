@@ -1,0 +1,63 @@
+"""Runs one step inside the step program: progress, thread caps, outputs, then the manifest last."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from containers.runtime import ProgressFile, cap_threads_runtime, install_tqdm_progress
+from tasks import atomic
+from tasks.errors import UserError
+from tasks.layout import SortingDir
+from tasks.manifest import now, write_manifest
+from tasks.steps import STEPS, expected, load_inputs
+
+
+@dataclass
+class StepContext:
+    sorting: SortingDir
+    opts: dict
+    n_jobs: int
+    progress: ProgressFile
+    extra: dict = field(default_factory=dict)  # what the step wants recorded in its manifest
+
+    @property
+    def job_kwargs(self) -> dict:
+        # One worker process per job; each worker's BLAS/numba get one thread (SpikeInterface's default).
+        return {"n_jobs": self.n_jobs, "chunk_duration": "1s", "progress_bar": True, "mp_context": "spawn"}
+
+
+StepFunction = Callable[[StepContext], None]
+
+
+def registry() -> dict[str, StepFunction]:
+    from containers import prepro_steps
+
+    return dict(prepro_steps.STEP_FUNCTIONS)
+
+
+def run_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
+    sorting = SortingDir(Path(sorting_dir).resolve())
+    if step not in STEPS:
+        raise UserError(f"unknown step {step!r}; known steps: {', '.join(STEPS)}")
+    if not sorting.opts.exists() or not sorting.segments.exists():
+        raise UserError(
+            f"{sorting.root}: no opts.yaml/segments.htsv; run `wisc-sort sort` to set up the sorting"
+        )
+    exp = expected(sorting, step, os.environ.get("WISC_ENVIRONMENT", ""))
+    opts, _ = load_inputs(sorting)
+    sorting.pipeline.mkdir(parents=True, exist_ok=True)
+    for rel in STEPS[step].outputs:
+        atomic.remove_stale_tmp(sorting.path(rel).parent)
+    progress = ProgressFile(sorting.progress(step), STEPS[step].description or step)
+    install_tqdm_progress(progress)  # before spikeinterface is imported by the step functions
+    function = registry()[step]
+    cap_threads_runtime(n_jobs)
+    ctx = StepContext(sorting, opts, n_jobs, progress)
+    started = now()
+    progress.update(0.0, "starting", force=True)
+    function(ctx)
+    progress.update(100.0, "done", force=True)
+    write_manifest(sorting, exp, started, {"n_jobs": n_jobs, **ctx.extra})

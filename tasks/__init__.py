@@ -1,0 +1,12 @@
+"""Planning layer of wisc-sorting: the Luigi DAG and the lab's inputs (imports without spikeinterface)."""
+
+from tasks.pipeline import (  # noqa: F401  (registers the tasks for `luigi --module tasks`)
+    Motion,
+    MotionClean,
+    MotionPlot,
+    PeakLocations,
+    Peaks,
+    Preprocess,
+    PreprocessedProbe,
+    SetupSorting,
+)

@@ -1,0 +1,180 @@
+"""`wisc-sort`: the command line (segments, sort, refresh-cache, demo), with the lab's flag spellings too."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from tasks.errors import UserError, WiscWarning
+
+OPTS_DIR = Path(__file__).resolve().parents[1] / "opts"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; users get one line
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    prefix = "wisc-sort: warning" if issubclass(category, WiscWarning) else f"{category.__name__}"
+    print(f"{prefix}: {message}", file=sys.stderr)
+
+
+def _add_paths(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--projects-file", type=Path, help="projects.yaml (default: [wisc] projects_file)")
+    parser.add_argument("--subjects-dir", type=Path, help="folder of <SUBJECT>.yml files")
+    parser.add_argument("--exclusions-project", help="project holding exclusions (default: shared)")
+    parser.add_argument("--cache-file", type=Path, help="Parquet file-table cache")
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    _add_paths(parser)
+    parser.add_argument("--project", "--projectName", required=True, help="project to sort into")
+    parser.add_argument("--experiment", "--experimentName", required=True)
+    parser.add_argument("--alias", "--aliasName", default="full")
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="SUBJECT,PROBE",
+        help="repeat for several probes/subjects",
+    )
+
+
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n-jobs", "--n_jobs", type=int, default=1, help="cores per step")
+    parser.add_argument("--workers", type=int, default=1, help="Luigi workers (parallel steps)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--local-scheduler", action="store_true", help="no luigid (default)")
+    where.add_argument("--scheduler-url", help="central luigid, e.g. http://127.0.0.1:8082/")
+    parser.add_argument("--executor", default=None, help="local (default) or docker; or [wisc] executor")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="wisc-sort", description="Reproducible spike sorting of SpikeGLX recordings.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    seg = sub.add_parser("segments", help="print the files, exclusions and segment table of a sorting")
+    _add_target(seg)
+    seg.add_argument("--tsv", action="store_true", help="print only the segment table, as TSV")
+
+    sort = sub.add_parser("sort", help="set up a sorting and run its steps")
+    _add_target(sort)
+    _add_run(sort)
+    sort.add_argument(
+        "--opts", "--optionsPath", type=Path, help="options file (first run, or with --replace-opts)"
+    )
+    sort.add_argument("--prepro-only", "--prepro_only", action="store_true", help="stop before the sort")
+    sort.add_argument(
+        "--replace-opts", action="store_true", help="replace the sorting's opts.yaml with --opts"
+    )
+    sort.add_argument("--refresh-segments", action="store_true", help="adopt changed exclusions/files")
+    sort.add_argument(
+        "--from-folder",
+        "--from_folder",
+        action="store_true",
+        help="accepted for the lab's habit: the sorting folder is always the truth",
+    )
+
+    refresh = sub.add_parser("refresh-cache", help="rescan every subject's SpikeGLX files into the cache")
+    _add_paths(refresh)
+
+    demo = sub.add_parser("demo", help="generate a small SpikeGLX world and run the pipeline on it")
+    demo.add_argument("--folder", type=Path, default=Path("demo"))
+    demo.add_argument("--duration", type=float, default=120.0, help="seconds of generated recording")
+    demo.add_argument("--overwrite", action="store_true", help="regenerate the demo world")
+    _add_run(demo)
+    return parser
+
+
+def _paths(args: argparse.Namespace):
+    from tasks.config import load_paths
+
+    paths = load_paths(
+        projects_file=args.projects_file,
+        subjects_dir=args.subjects_dir,
+        exclusions_project=args.exclusions_project,
+        cache_file=args.cache_file,
+    )
+    # Luigi tasks (maybe in other worker processes) resolve paths themselves: hand them the same answer.
+    os.environ.update(
+        {
+            "WISC_PROJECTS_FILE": str(paths.projects_file.resolve()),
+            "WISC_SUBJECTS_DIR": str(paths.subjects_dir.resolve()),
+            "WISC_EXCLUSIONS_PROJECT": paths.exclusions_project,
+            "WISC_CACHE_FILE": str(paths.cache_file.resolve()),
+        }
+    )
+    return paths
+
+
+def _targets(args: argparse.Namespace):
+    from tasks.inputs import Target, parse_input
+
+    return [Target(args.project, args.experiment, args.alias, *parse_input(text)) for text in args.input]
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    from tasks.inputs import resolve
+    from tasks.runner import print_plan
+
+    paths = _paths(args)
+    for target in _targets(args):
+        resolved = resolve(paths, target)
+        if args.tsv:
+            resolved.segments.to_csv(sys.stdout, sep="\t", index=False)
+            continue
+        print_plan(resolved)
+    return 0
+
+
+def cmd_refresh_cache(args: argparse.Namespace) -> int:
+    from tasks.cache import refresh_cache
+    from tasks.spikeglx import SessionFolders
+    from tasks.subjects import list_subjects, load_subject
+
+    paths = _paths(args)
+    subjects = {}
+    for name in list_subjects(paths.subjects_dir):
+        subject = load_subject(paths.subjects_dir, name)
+        subjects[name] = [SessionFolders(s.id, Path(s.ap), Path(s.lf)) for s in subject.sessions.values()]
+    diff = refresh_cache(paths.cache_file, subjects)
+    print(diff.summary())
+    print(f"cache written: {paths.cache_file}")
+    return 0
+
+
+def cmd_sort(args: argparse.Namespace) -> int:
+    from tasks.runner import run_sortings
+
+    return run_sortings(_paths(args), _targets(args), args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tasks.runner import run_demo
+
+    return run_demo(args)
+
+
+COMMANDS = {"segments": cmd_segments, "sort": cmd_sort, "refresh-cache": cmd_refresh_cache, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", WiscWarning)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as err:
+        print(f"wisc-sort: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wisc-sort: interrupted; completed steps are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

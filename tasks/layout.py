@@ -1,0 +1,55 @@
+"""Paths of a sorting directory, named as the lab's tools name them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PIPELINE_DIR = ".pipeline"
+
+
+@dataclass(frozen=True)
+class SortingDir:
+    """`<project_dir>/<experiment>/<alias>/<subject>/sorting.<probe>/` and the files in it."""
+
+    root: Path
+
+    @classmethod
+    def locate(cls, project_dir: Path, experiment: str, alias: str, subject: str, probe: str) -> SortingDir:
+        return cls(Path(project_dir) / experiment / alias / subject / f"sorting.{probe}")
+
+    @property
+    def opts(self) -> Path:
+        return self.root / "opts.yaml"
+
+    @property
+    def exclusions(self) -> Path:
+        return self.root / "exclusions.htsv"
+
+    @property
+    def segments(self) -> Path:
+        return self.root / "segments.htsv"
+
+    @property
+    def preprocessing(self) -> Path:
+        return self.root / "preprocessing"
+
+    @property
+    def sorter_output(self) -> Path:
+        return self.root / "si_output" / "sorter_output"
+
+    @property
+    def pipeline(self) -> Path:
+        return self.root / PIPELINE_DIR
+
+    def manifest(self, step: str) -> Path:
+        return self.pipeline / f"{step}.json"
+
+    def progress(self, step: str) -> Path:
+        return self.pipeline / f"{step}.progress.json"
+
+    def log(self, step: str) -> Path:
+        return self.pipeline / f"{step}.log"
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative

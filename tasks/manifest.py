@@ -1,0 +1,118 @@
+"""Step manifests (`.pipeline/<step>.json`): the only proof that a step's outputs are complete and current."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from tasks import atomic
+from tasks.layout import SortingDir
+from tasks.steps import STEPS, Expected, expected
+
+VERSIONED_PACKAGES = ("wisc-sorting", "spikeinterface", "probeinterface", "neo", "numpy", "numba", "torch")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def read_manifest(sorting: SortingDir, step: str) -> dict | None:
+    path = sorting.manifest(step)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_manifest(
+    sorting: SortingDir,
+    exp: Expected,
+    started: str,
+    extra: dict | None = None,
+) -> dict:
+    """Record a finished step. Call only after every output was renamed into place: manifest last."""
+    outputs = {}
+    for rel in STEPS[exp.step].outputs:
+        path = sorting.path(rel)
+        outputs[rel] = {"size": path.stat().st_size}
+    manifest = {
+        "step": exp.step,
+        "signature": exp.signature,
+        "options": exp.options,
+        "upstream": exp.upstream,
+        "outputs": outputs,
+        "versions": package_versions(),
+        "host": platform.node(),
+        "pid": os.getpid(),
+        "started": started,
+        "finished": now(),
+        **(extra or {}),
+    }
+    atomic.write_json(sorting.manifest(exp.step), manifest)
+    return manifest
+
+
+def status(sorting: SortingDir, step: str, environment: str = "") -> str:
+    """'done', 'stale' (made from other options or upstream), 'partial' or 'missing'."""
+    manifest = read_manifest(sorting, step)
+    outputs = [sorting.path(rel) for rel in STEPS[step].outputs]
+    if manifest is None:
+        return "partial" if any(p.exists() for p in outputs) else "missing"
+    for path in outputs:
+        recorded = manifest.get("outputs", {}).get(str(path.relative_to(sorting.root)), {})
+        if not path.exists() or path.stat().st_size != recorded.get("size"):
+            return "partial"
+    if manifest.get("signature") != expected(sorting, step, environment).signature:
+        return "stale"
+    return "done"
+
+
+def is_complete(sorting: SortingDir, step: str, environment: str = "") -> bool:
+    return (
+        sorting.opts.exists() and sorting.segments.exists() and status(sorting, step, environment) == "done"
+    )
+
+
+def _backup_root(sorting: SortingDir, rel: str) -> Path:
+    top = Path(rel).parts[0]
+    return sorting.root / (f"{top}.bak" if len(Path(rel).parts) > 1 else "superseded.bak")
+
+
+def supersede(sorting: SortingDir, step: str, stamp: str | None = None) -> Path | None:
+    """Move a step's existing outputs and manifest to `<folder>.bak/<timestamp>/`, with the options that
+    made them, so that nothing is lost when the step reruns. Returns the backup folder, if any."""
+    stamp = stamp or datetime.now().strftime("%Y%m%dT%H%M%S")
+    present = [rel for rel in STEPS[step].outputs if sorting.path(rel).exists()]
+    manifest_path = sorting.manifest(step)
+    if not present and not manifest_path.exists():
+        return None
+    rel0 = STEPS[step].outputs[0]
+    backup = _backup_root(sorting, rel0) / stamp
+    backup.mkdir(parents=True, exist_ok=True)
+    for rel in present:
+        shutil.move(sorting.path(rel), backup / Path(rel).name)
+    manifest = read_manifest(sorting, step)
+    if manifest_path.exists():
+        shutil.move(manifest_path, backup / f"{step}.manifest.json")
+    made_from = manifest.get("options") if manifest else "unknown: no manifest (interrupted run)"
+    (backup / f"{step}.options.yaml").write_text(
+        yaml.safe_dump({"step": step, "options": made_from}, sort_keys=False)
+    )
+    return backup

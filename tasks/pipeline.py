@@ -1,0 +1,161 @@
+"""The Luigi DAG: one small task per step; targets are the sorting directory's files, checked by manifest."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import luigi
+import yaml
+
+from tasks import manifest
+from tasks.config import load_paths
+from tasks.executors import get_executor
+from tasks.inputs import Target, resolve
+from tasks.layout import SortingDir
+from tasks.manifest import is_complete, supersede
+from tasks.sorting_setup import prepare_sorting
+from tasks.steps import STEPS, prepro_steps
+
+
+@lru_cache(maxsize=64)
+def _sorting_dir(projects_file: Path, stamp: int, target: Target) -> SortingDir:
+    from tasks.inputs import sorting_dir
+
+    return sorting_dir(load_paths(projects_file=projects_file), target)
+
+
+class StepTarget(luigi.Target):
+    """A file of the sorting directory that exists for Luigi only while its step's manifest is current."""
+
+    def __init__(self, sorting: SortingDir, step: str, relative: str, environment: str = "") -> None:
+        self.sorting, self.step, self.relative, self.environment = sorting, step, relative, environment
+        self.path = str(sorting.path(relative))
+
+    def exists(self) -> bool:
+        return is_complete(self.sorting, self.step, self.environment)
+
+
+class SortingTask(luigi.Task):
+    """Parameters shared by every task of one sorting: project, experiment, alias, subject, probe."""
+
+    project = luigi.Parameter(description="project holding the sorting (e.g. shared_ssd)")
+    experiment = luigi.Parameter()
+    alias = luigi.Parameter(default="full")
+    subject = luigi.Parameter()
+    probe = luigi.Parameter()
+    opts = luigi.OptionalPathParameter(
+        default=None,
+        significant=False,
+        description="options file for a first run (the sorting's copy rules after)",
+    )
+    n_jobs = luigi.IntParameter(default=1, significant=False)
+    executor = luigi.Parameter(default="local", significant=False)
+
+    @property
+    def target(self) -> Target:
+        return Target(self.project, self.experiment, self.alias, self.subject, self.probe)
+
+    @property
+    def sorting(self) -> SortingDir:
+        paths = load_paths()
+        stamp = paths.projects_file.stat().st_mtime_ns if paths.projects_file.exists() else 0
+        return _sorting_dir(paths.projects_file, stamp, self.target)
+
+    def options(self) -> dict:
+        """The sorting's opts.yaml, or the first-run options file before setup has run."""
+        source = self.sorting.opts if self.sorting.opts.exists() else self.opts
+        if source is None or not Path(source).exists():
+            return {}
+        return yaml.safe_load(Path(source).read_text()) or {}
+
+    def shared(self) -> dict:
+        return {name: getattr(self, name) for name, _ in SortingTask.get_params()}
+
+
+class SetupSorting(SortingTask):
+    """opts.yaml, exclusions.htsv and segments.htsv: written before anything is computed."""
+
+    def output(self):
+        return [luigi.LocalTarget(str(p)) for p in (self.sorting.opts, self.sorting.segments)]
+
+    def run(self):
+        prepare_sorting(resolve(load_paths(), self.target), self.opts)
+
+
+class StepTask(SortingTask):
+    """Runs `python -m containers <step>` through the executor; complete only when the manifest says so."""
+
+    step: str = ""
+    resources_per_job = {"cpu": 1}
+
+    @property
+    def resources(self) -> dict[str, int]:
+        return {name: units * self.n_jobs for name, units in self.resources_per_job.items()}
+
+    def requires(self):
+        upstream = STEPS[self.step].upstream(self.options())
+        return [
+            SetupSorting(**self.shared()) if u == "segments" else TASKS[u](**self.shared()) for u in upstream
+        ]
+
+    def output(self):
+        environment = get_executor(self.executor).environment(self.step)
+        return {
+            rel: StepTarget(self.sorting, self.step, rel, environment) for rel in STEPS[self.step].outputs
+        }
+
+    def _progress(self, percent: float, message: str) -> None:
+        self.set_progress_percentage(round(percent))
+        self.set_status_message(message)
+
+    def run(self):
+        sorting = self.sorting
+        backup = supersede(sorting, self.step)
+        if backup is not None:
+            self.set_status_message(f"superseded outputs moved to {backup}")
+        get_executor(self.executor).run(self.step, sorting, self.n_jobs, on_progress=self._progress)
+        if not is_complete(sorting, self.step):
+            state = manifest.status(sorting, self.step)
+            raise RuntimeError(
+                f"step {self.step} exited 0 but its outputs are {state}; log: {sorting.log(self.step)}"
+            )
+
+    def on_failure(self, exception):
+        return f"{self.step} failed for {self.sorting.root}: {exception}"
+
+
+class Peaks(StepTask):
+    step = "peaks"
+
+
+class PeakLocations(StepTask):
+    step = "peak_locations"
+
+
+class Motion(StepTask):
+    step = "motion"
+
+
+class MotionClean(StepTask):
+    step = "motion_clean"
+
+
+class MotionPlot(StepTask):
+    step = "motion_plot"
+
+
+class PreprocessedProbe(StepTask):
+    step = "preprocessed_probe"
+
+
+TASKS: dict[str, type[StepTask]] = {
+    cls.step: cls for cls in (Peaks, PeakLocations, Motion, MotionClean, MotionPlot, PreprocessedProbe)
+}
+
+
+class Preprocess(SortingTask, luigi.WrapperTask):
+    """Everything before the sort (`--prepro-only`): peaks, motion, cleaning, the plot, the probe."""
+
+    def requires(self):
+        return [TASKS[step](**self.shared()) for step in prepro_steps(self.options())]
