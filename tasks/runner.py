@@ -14,22 +14,11 @@ from tasks.pipeline import Preprocess
 from tasks.segments import format_summary
 from tasks.sorting_setup import prepare_sorting
 
-TABLE_COLUMNS = [
-    "fname",
-    "type",
-    "withinFileStartFrame",
-    "withinFileEndFrame",
-    "nSegmentSamp",
-    "segmentDuration",
-    "fileDuration",
-]
-
 
 def print_plan(item: Resolved, note: str = "") -> None:
     """The lab's check block: raw recording summary, first file, segment table."""
     print(f"== {item.target.subject} {item.target.probe}: {item.sorting.root}{note}")
     print(format_summary(item.segments))
-    print(item.segments[TABLE_COLUMNS].to_string())
 
 
 def ensure_local_resources() -> None:

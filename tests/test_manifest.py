@@ -77,7 +77,9 @@ def test_detection_edit_invalidates_everything(tmp_path):
 
 
 def test_interpolation_edit_invalidates_only_the_probe(tmp_path):
-    changed = changed_by(tmp_path, lambda p: p["interpolate_motion_kwargs"].update(border_mode="force_extrapolate"))
+    changed = changed_by(
+        tmp_path, lambda p: p["interpolate_motion_kwargs"].update(border_mode="force_extrapolate")
+    )
     assert changed == {"preprocessed_probe"}
 
 
