@@ -95,19 +95,31 @@ def _backup_root(sorting: SortingDir, rel: str) -> Path:
     return sorting.root / (f"{top}.bak" if len(Path(rel).parts) > 1 else "superseded.bak")
 
 
+def _owned_paths(sorting: SortingDir, step: str) -> list[Path]:
+    """Every existing path the step owns: its declared outputs, plus its folder's other files if it owns one."""
+    spec = STEPS[step]
+    paths = [sorting.path(rel) for rel in spec.outputs if sorting.path(rel).exists()]
+    if spec.owns_folder and sorting.path(spec.owns_folder).is_dir():
+        paths += [
+            entry
+            for entry in sorting.path(spec.owns_folder).iterdir()
+            if entry.name not in spec.not_owned and entry not in paths
+        ]
+    return paths
+
+
 def supersede(sorting: SortingDir, step: str, stamp: str | None = None) -> Path | None:
     """Move a step's existing outputs and manifest to `<folder>.bak/<timestamp>/`, with the options that
     made them, so that nothing is lost when the step reruns. Returns the backup folder, if any."""
     stamp = stamp or datetime.now().strftime("%Y%m%dT%H%M%S")
-    present = [rel for rel in STEPS[step].outputs if sorting.path(rel).exists()]
+    present = _owned_paths(sorting, step)
     manifest_path = sorting.manifest(step)
     if not present and not manifest_path.exists():
         return None
-    rel0 = STEPS[step].outputs[0]
-    backup = _backup_root(sorting, rel0) / stamp
+    backup = _backup_root(sorting, STEPS[step].outputs[0]) / stamp
     backup.mkdir(parents=True, exist_ok=True)
-    for rel in present:
-        shutil.move(sorting.path(rel), backup / Path(rel).name)
+    for path in present:
+        shutil.move(path, backup / path.name)
     manifest = read_manifest(sorting, step)
     if manifest_path.exists():
         shutil.move(manifest_path, backup / f"{step}.manifest.json")

@@ -26,6 +26,8 @@ STEP_CODE_VERSION = {
     "motion_clean": 1,
     "motion_plot": 1,
     "preprocessed_probe": 1,
+    "recording_dat": 1,
+    "sort": 1,
 }
 
 Options = dict
@@ -60,6 +62,18 @@ class Step:
     upstream: Callable[[Options], tuple[str, ...]]
     options: Callable[[Options], dict] = field(default=lambda opts: {})
     description: str = ""
+    # A folder the step owns as a whole (superseded together), minus files other steps own.
+    owns_folder: str | None = None
+    not_owned: tuple[str, ...] = ()
+
+
+SORT_OUTPUTS = (
+    "si_output/sorter_output/params.py",
+    "si_output/sorter_output/spike_times.npy",
+    "si_output/sorter_output/spike_clusters.npy",
+)
+# phy writes these by hand-curation: manual work, never moved or overwritten without an explicit flag.
+CURATION_FILES = ("cluster_group.tsv", "cluster_info.tsv", "phy.log", ".phy")
 
 
 def _probe_upstream(opts: Options) -> tuple[str, ...]:
@@ -114,6 +128,22 @@ STEPS: dict[str, Step] = {
                 "chain_after_motion": split_chain(o)[2],
             },
             "preprocessed probe",
+        ),
+        Step(
+            "recording_dat",
+            ("si_output/sorter_output/recording.dat",),
+            lambda o: ("preprocessed_probe",),
+            lambda o: {},  # the chain is already in preprocessed_probe's signature
+            "write recording.dat",
+        ),
+        Step(
+            "sort",
+            SORT_OUTPUTS,
+            lambda o: ("recording_dat",),
+            lambda o: {"sorting": o.get("sorting")},
+            "sort",
+            owns_folder="si_output/sorter_output",
+            not_owned=("recording.dat",) + CURATION_FILES,
         ),
     ]
 }
