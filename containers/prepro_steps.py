@@ -32,6 +32,8 @@ def _drift(ctx: StepContext, key: str) -> dict:
 
     resolved = resolve_drift_params(split_chain(ctx.opts)[1] or {})
     ctx.extra.setdefault("resolved", {})[key] = resolved[key]
+    if resolved.get("notes"):
+        ctx.extra["resolution_notes"] = resolved["notes"]
     return resolved[key]
 
 
@@ -45,8 +47,10 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def peaks(ctx: StepContext) -> None:
-    from containers.motion import detect_peaks_stage
+    from containers.motion import check_motion_dependencies, detect_peaks_stage, resolve_drift_params
 
+    # Fail now, not after hours of peaks, if the motion method needs a missing library (torch).
+    check_motion_dependencies(resolve_drift_params(split_chain(ctx.opts)[1] or {}))
     rec = _recording_for_motion(ctx)
     found = detect_peaks_stage(rec, _drift(ctx, "detect_kwargs"), ctx.job_kwargs)
     ctx.extra["n_peaks"] = int(found.size)
