@@ -11,6 +11,7 @@ import probeinterface
 import spikeinterface.preprocessing as spre
 from neo.rawio.spikeglxrawio import extract_stream_info, read_meta_file
 from spikeinterface.core import BaseRecording, concatenate_recordings, read_binary
+from spikeinterface.core.channelslice import ChannelSliceRecording
 from spikeinterface.core.motion import Motion
 from spikeinterface.core.time_series_tools import get_random_sample_slices
 from spikeinterface.extractors.neuropixels_utils import get_neuropixels_sample_shifts_from_probe
@@ -34,20 +35,49 @@ FORWARDED_KWARGS = {
 MAX_RATE_DIFF_HZ = 1.0
 
 
-def read_spikeglx_file(bin_path: Path) -> BaseRecording:
+class SpikeGLXFileRecording(ChannelSliceRecording):
     """One SpikeGLX AP .bin as an int16 recording of its AP channels, with gains to uV and its probe.
 
     neo's SpikeGLX reader groups a folder's files into segments; here one file is read on its own,
     reusing neo's meta parsing (gains) and probeinterface's probe (saved-channel subsets included).
+    A class, not a function, because SpikeInterface rebuilds recordings in worker processes from their
+    constructor kwargs: probe and phase-shift properties set afterwards would be lost there.
     """
-    bin_path = Path(bin_path)
+
+    def __init__(self, bin_path: str | Path) -> None:
+        bin_path = Path(bin_path)
+        info, probe = _read_file_info(bin_path)
+        names = info["channel_names"]
+        full = read_binary(
+            bin_path,
+            sampling_frequency=info["sampling_rate"],
+            dtype="int16",
+            num_channels=info["num_chan"],
+            channel_ids=[f"{info['stream_name']}#{name}" for name in names],
+            gain_to_uV=info["channel_gains"],
+            offset_to_uV=info["channel_offsets"],
+        )
+        ap_ids = [cid for cid, name in zip(full.channel_ids, names, strict=True) if not name.startswith("SY")]
+        if probe.get_contact_count() != len(ap_ids):
+            raise UserError(
+                f"{bin_path.with_suffix('.meta')}: {len(ap_ids)} AP channels saved but the probe has "
+                f"{probe.get_contact_count()} contacts; the .meta is inconsistent"
+            )
+        super().__init__(full, channel_ids=ap_ids)
+        # As SpikeInterface's read_spikeglx: shank groups, ADC phase for phase_shift.
+        self.set_probe(probe, group_mode="by_shank" if probe.shank_ids is not None else "auto")
+        sample_shifts = get_neuropixels_sample_shifts_from_probe(probe)
+        if sample_shifts is not None:
+            self.set_property("inter_sample_shift", sample_shifts)
+        self._kwargs = {"bin_path": str(bin_path)}
+
+
+def _read_file_info(bin_path: Path) -> tuple[dict, probeinterface.Probe]:
     meta_path = bin_path.with_suffix(".meta")
     if not bin_path.is_file():
         raise UserError(f"{bin_path}: file not found; check the segment table and the raw data drive")
     if not meta_path.is_file() or meta_path.stat().st_size == 0:
-        raise UserError(
-            f"{meta_path}: missing or empty .meta beside the .bin; restore it from the acquisition"
-        )
+        raise UserError(f"{meta_path}: missing or empty .meta beside the .bin; restore it from acquisition")
     meta = read_meta_file(meta_path)
     # neo names the stream from the meta's fileName field: make it the file actually read.
     meta["fileName"] = str(bin_path)
@@ -61,32 +91,12 @@ def read_spikeglx_file(bin_path: Path) -> BaseRecording:
         ) from err
     if info["stream_kind"] != "ap":
         raise UserError(f"{bin_path}: not an AP stream (stream {info['stream_name']!r}); give the .ap.bin")
+    return info, probe
 
-    names = info["channel_names"]
-    recording = read_binary(
-        bin_path,
-        sampling_frequency=info["sampling_rate"],
-        dtype="int16",
-        num_channels=info["num_chan"],
-        channel_ids=[f"{info['stream_name']}#{name}" for name in names],
-        gain_to_uV=info["channel_gains"],
-        offset_to_uV=info["channel_offsets"],
-    )
-    ap_ids = [
-        cid for cid, name in zip(recording.channel_ids, names, strict=True) if not name.startswith("SY")
-    ]
-    recording = recording.select_channels(ap_ids)
-    if probe.get_contact_count() != len(ap_ids):
-        raise UserError(
-            f"{meta_path}: {len(ap_ids)} AP channels saved but the probe has {probe.get_contact_count()} "
-            "contacts; the .meta is inconsistent"
-        )
-    # As SpikeInterface's read_spikeglx: shank groups, ADC phase for phase_shift.
-    recording.set_probe(probe, group_mode="by_shank" if probe.shank_ids is not None else "auto")
-    sample_shifts = get_neuropixels_sample_shifts_from_probe(probe)
-    if sample_shifts is not None:
-        recording.set_property("inter_sample_shift", sample_shifts)
-    return recording
+
+def read_spikeglx_file(bin_path: Path) -> BaseRecording:
+    """One SpikeGLX AP .bin as a recording (see SpikeGLXFileRecording)."""
+    return SpikeGLXFileRecording(bin_path)
 
 
 def load_kept_recording(segments: pd.DataFrame) -> BaseRecording:

@@ -26,16 +26,17 @@ class StepContext:
     @property
     def job_kwargs(self) -> dict:
         # One worker process per job; each worker's BLAS/numba get one thread (SpikeInterface's default).
-        return {"n_jobs": self.n_jobs, "chunk_duration": "1s", "progress_bar": True, "mp_context": "spawn"}
+        return {"n_jobs": self.n_jobs, "chunk_duration": "1s", "progress_bar": True}
 
 
 StepFunction = Callable[[StepContext], None]
 
 
 def registry() -> dict[str, StepFunction]:
-    from containers import prepro_steps
+    """Step name -> function. Imported lazily: after thread caps and the progress hook are in place."""
+    from containers import prepro_steps, recording_dat, sorting
 
-    return dict(prepro_steps.STEP_FUNCTIONS)
+    return {**prepro_steps.STEP_FUNCTIONS, "recording_dat": recording_dat.recording_dat, "sort": sorting.sort}
 
 
 def run_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
