@@ -61,4 +61,7 @@ def run_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
     progress.update(0.0, "starting", force=True)
     function(ctx)
     progress.update(100.0, "done", force=True)
-    write_manifest(sorting, exp, started, {"n_jobs": n_jobs, **ctx.extra})
+    # What the Luigi task handed over (GPU lease time, units): recorded so the order of events can be checked.
+    handed = {k[5:].lower(): v for k, v in os.environ.items() if k.startswith("WISC_LEASE_")}
+    devices = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    write_manifest(sorting, exp, started, {"n_jobs": n_jobs, **handed, **devices, **ctx.extra})

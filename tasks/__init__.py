@@ -6,7 +6,10 @@ from tasks.pipeline import (  # noqa: F401  (registers the tasks for `luigi --mo
     MotionPlot,
     PeakLocations,
     Peaks,
+    Pipeline,
     Preprocess,
     PreprocessedProbe,
+    RecordingDat,
     SetupSorting,
+    Sort,
 )

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sort.add_argument("--refresh-segments", action="store_true", help="adopt changed exclusions/files")
     sort.add_argument(
+        "--discard-curation", action="store_true", help="rerun a changed sort although phy curation exists"
+    )
+    sort.add_argument(
         "--from-folder",
         "--from_folder",
         action="store_true",
@@ -87,11 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=120.0, help="seconds of generated recording")
     demo.add_argument("--overwrite", action="store_true", help="regenerate the demo world")
     _add_run(demo)
+    demo.set_defaults(n_jobs=min(os.cpu_count() or 1, 4))
     return parser
 
 
 def _paths(args: argparse.Namespace):
-    from tasks.config import load_paths
+    from tasks.config import export_paths, load_paths
 
     paths = load_paths(
         projects_file=args.projects_file,
@@ -99,15 +103,7 @@ def _paths(args: argparse.Namespace):
         exclusions_project=args.exclusions_project,
         cache_file=args.cache_file,
     )
-    # Luigi tasks (maybe in other worker processes) resolve paths themselves: hand them the same answer.
-    os.environ.update(
-        {
-            "WISC_PROJECTS_FILE": str(paths.projects_file.resolve()),
-            "WISC_SUBJECTS_DIR": str(paths.subjects_dir.resolve()),
-            "WISC_EXCLUSIONS_PROJECT": paths.exclusions_project,
-            "WISC_CACHE_FILE": str(paths.cache_file.resolve()),
-        }
-    )
+    export_paths(paths)
     return paths
 
 

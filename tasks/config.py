@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import luigi.configuration
@@ -45,5 +45,13 @@ def load_paths(**overrides: str | Path | None) -> Paths:
     )
 
 
-def with_overrides(paths: Paths, **changes: object) -> Paths:
-    return replace(paths, **changes)
+def export_paths(paths: Paths) -> None:
+    """Hand resolved paths to Luigi tasks (maybe in other worker processes), which resolve them again."""
+    os.environ.update(
+        {
+            "WISC_PROJECTS_FILE": str(paths.projects_file.resolve()),
+            "WISC_SUBJECTS_DIR": str(paths.subjects_dir.resolve()),
+            "WISC_EXCLUSIONS_PROJECT": paths.exclusions_project,
+            "WISC_CACHE_FILE": str(paths.cache_file.resolve()),
+        }
+    )

@@ -96,7 +96,7 @@ def _backup_root(sorting: SortingDir, rel: str) -> Path:
 
 
 def _owned_paths(sorting: SortingDir, step: str) -> list[Path]:
-    """Every existing path the step owns: its declared outputs, plus its folder's other files if it owns one."""
+    """Existing paths the step owns: its declared outputs, plus the other files of a folder it owns."""
     spec = STEPS[step]
     paths = [sorting.path(rel) for rel in spec.outputs if sorting.path(rel).exists()]
     if spec.owns_folder and sorting.path(spec.owns_folder).is_dir():

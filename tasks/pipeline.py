@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import yaml
 
 from tasks import manifest
 from tasks.config import load_paths
+from tasks.errors import UserError
 from tasks.executors import get_executor
+from tasks.gpu import GpuTaskMixin, gpu_units
 from tasks.inputs import Target, resolve
 from tasks.layout import SortingDir
 from tasks.manifest import is_complete, supersede
 from tasks.sorting_setup import prepare_sorting
-from tasks.steps import STEPS, prepro_steps
+from tasks.steps import CURATION_FILES, STEPS, prepro_steps
 
 
 @lru_cache(maxsize=64)
@@ -34,6 +37,38 @@ class StepTarget(luigi.Target):
 
     def exists(self) -> bool:
         return is_complete(self.sorting, self.step, self.environment)
+
+
+@lru_cache(maxsize=256)
+def _kept_hours(path: Path, stamp: int) -> float:
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t", usecols=["type", "nSegmentSamp", "imSampRate"])
+    keep = table[table["type"] == "keep"]
+    return float((keep["nSegmentSamp"] / keep["imSampRate"]).sum() / 3600.0)
+
+
+def kept_hours(sorting: SortingDir) -> float:
+    """Hours of the sorted recording, from segments.htsv (cached: Luigi asks on every scheduling pass)."""
+    if not sorting.segments.exists():
+        return 0.0
+    return _kept_hours(sorting.segments, sorting.segments.stat().st_mtime_ns)
+
+
+def check_curation(sorting: SortingDir, discard: bool) -> None:
+    """A rerun sort would leave phy's labels beside clusters they do not describe: refuse, unless told."""
+    found = [name for name in CURATION_FILES if (sorting.sorter_output / name).exists()]
+    if not found:
+        return
+    if not discard:
+        raise UserError(
+            f"{sorting.sorter_output}: holds phy curation ({', '.join(found)}) of a sort whose options or "
+            "inputs changed; move it away, or rerun with --discard-curation to move it into si_output.bak/"
+        )
+    backup = sorting.root / "si_output.bak" / f"curation-{manifest.now().replace(':', '')}"
+    backup.mkdir(parents=True, exist_ok=True)
+    for name in found:
+        shutil.move(sorting.sorter_output / name, backup / name)
 
 
 class SortingTask(luigi.Task):
@@ -149,8 +184,42 @@ class PreprocessedProbe(StepTask):
     step = "preprocessed_probe"
 
 
+class RecordingDat(StepTask):
+    """CPU and disk only: the GPU is not held while hours of preprocessing are written."""
+
+    step = "recording_dat"
+    resources_per_job = {"cpu": 1}
+
+    @property
+    def resources(self) -> dict[str, int]:
+        # One big sequential write per drive at a time (an undeclared resource has limit 1).
+        return {**super().resources, "disk_write": 1}
+
+
+class Sort(GpuTaskMixin, StepTask):
+    """The sorter on recording.dat; takes GPU units by recording class, and a device from the host lock."""
+
+    step = "sort"
+    discard_curation = luigi.BoolParameter(
+        default=False, significant=False, description="rerun a stale sort even though phy curation exists"
+    )
+
+    def gpu_units_needed(self) -> int:
+        sorter = (self.options().get("sorting") or {}).get("sorter_name", "")
+        return gpu_units(sorter, kept_hours(self.sorting))
+
+    def run(self):
+        check_curation(self.sorting, self.discard_curation)
+        with self.gpu_lease() as lease:
+            env = {**lease.env(), "WISC_LEASE_GPU_UNITS": str(lease.units), "WISC_LEASE_AT": manifest.now()}
+            if lease.device_id is not None:
+                self.set_status_message(f"sorting on GPU {lease.device_id} ({lease.units} units)")
+            self.execute(extra_env=env)
+
+
 TASKS: dict[str, type[StepTask]] = {
-    cls.step: cls for cls in (Peaks, PeakLocations, Motion, MotionClean, MotionPlot, PreprocessedProbe)
+    cls.step: cls
+    for cls in (Peaks, PeakLocations, Motion, MotionClean, MotionPlot, PreprocessedProbe, RecordingDat, Sort)
 }
 
 
@@ -159,3 +228,12 @@ class Preprocess(SortingTask, luigi.WrapperTask):
 
     def requires(self):
         return [TASKS[step](**self.shared()) for step in prepro_steps(self.options())]
+
+
+class Pipeline(SortingTask, luigi.WrapperTask):
+    """Everything of a sorting as far as the pipeline goes: preprocessing, recording.dat, the sort."""
+
+    discard_curation = Sort.discard_curation
+
+    def requires(self):
+        return [Preprocess(**self.shared()), Sort(**self.shared(), discard_curation=self.discard_curation)]

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import luigi
 import luigi.configuration
+import yaml
 
-from tasks.config import Paths
+from tasks.config import Paths, export_paths
+from tasks.gpu import gpu_resource_name, setting, visible_devices
 from tasks.inputs import Resolved, Target, resolve
-from tasks.pipeline import Preprocess
+from tasks.layout import SortingDir
+from tasks.pipeline import Pipeline, Preprocess
 from tasks.segments import format_summary
 from tasks.sorting_setup import prepare_sorting
+
+OPTS_DIR = Path(__file__).resolve().parents[1] / "opts"
 
 
 def print_plan(item: Resolved, note: str = "") -> None:
@@ -26,8 +32,14 @@ def ensure_local_resources() -> None:
     config = luigi.configuration.get_config()
     if not config.has_section("resources"):
         config.add_section("resources")
-    if not config.has_option("resources", "cpu"):
-        config.set("resources", "cpu", str(os.cpu_count() or 1))
+    defaults = {
+        "cpu": os.cpu_count() or 1,
+        "disk_write": 1,
+        gpu_resource_name(): int(setting("gpu_capacity")) * len(visible_devices()),
+    }
+    for name, value in defaults.items():
+        if not config.has_option("resources", name):
+            config.set("resources", name, str(value))
 
 
 def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
@@ -56,8 +68,11 @@ def run_sortings(paths: Paths, targets: list[Target], args: argparse.Namespace) 
             print(message)
         roots.append(item.sorting)
     common = {"n_jobs": args.n_jobs, "executor": executor_name(args)}
+    if not args.prepro_only:
+        common["discard_curation"] = args.discard_curation
+    root_task = Preprocess if args.prepro_only else Pipeline
     tasks = [
-        Preprocess(
+        root_task(
             project=t.project,
             experiment=t.experiment,
             alias=t.alias,
@@ -76,4 +91,53 @@ def run_sortings(paths: Paths, targets: list[Target], args: argparse.Namespace) 
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # wired once the demo world lands
+    """Generate (or reuse) the demo world, then run the pipeline on it as a user would."""
+    from containers import demo_world
+    from tasks.config import load_paths
+
+    folder = args.folder.resolve()
+    if args.overwrite or not (folder / demo_world.MARKER).exists():
+        print(f"writing the demo world ({args.duration:.0f} s of 384-channel NP1.0 data) to {folder} ...")
+        demo_world.write_demo_world(folder, duration_s=args.duration, overwrite=args.overwrite)
+    else:
+        print(f"reusing the demo world in {folder} (--overwrite to regenerate)")
+    paths = load_paths(
+        projects_file=folder / "projects.yaml",
+        subjects_dir=folder / "subjects",
+        exclusions_project="shared",
+        cache_file=folder / "subjects" / "file_table_cache.parquet",
+    )
+    export_paths(paths)
+    world = demo_world
+    target = Target("shared_ssd", world.EXPERIMENT, world.ALIAS, world.SUBJECT, world.PROBE)
+    run_args = argparse.Namespace(
+        **vars(args),
+        opts=OPTS_DIR / "sorting_demo.yaml",
+        replace_opts=False,
+        refresh_segments=False,
+        prepro_only=False,
+        discard_curation=False,
+    )
+    status = run_sortings(paths, [target], run_args)
+    if status == 0:
+        report_demo_truth(folder, resolve(paths, target).sorting)
+    return status
+
+
+def report_demo_truth(folder: Path, sorting: SortingDir) -> None:
+    """Compare what the pipeline found with the demo world's ground truth."""
+    import numpy as np
+
+    from containers.motion import load_motion, motion_error_um
+
+    truth = np.load(folder / "ground_truth" / "motion.npz")
+    estimated = load_motion(sorting.preprocessing / "motion_non_rigid_clean.npz")
+    error = motion_error_um(estimated, truth["displacement_um"], truth["times_s"], truth["depths_um"])
+    print(f"motion vs ground truth: RMS error {error:.2f} um (true drift: 25 um peak to peak zigzag)")
+
+    from containers.ground_truth import compare_to_ground_truth, read_demo_ground_truth
+
+    frames, units, rate, snr = read_demo_ground_truth(folder / "ground_truth")
+    sorter = (yaml.safe_load(sorting.opts.read_text()).get("sorting") or {}).get("sorter_name")
+    _, summary = compare_to_ground_truth(sorting.sorter_output, frames, units, rate, snr)
+    print(f"sorting ({sorter}) vs ground truth: {summary}")
