@@ -145,11 +145,21 @@ class StepTask(SortingTask):
         self.set_status_message(message)
 
     def run(self):
+        self.execute()
+
+    def execute(self, extra_env: dict[str, str] | None = None) -> None:
         sorting = self.sorting
         backup = supersede(sorting, self.step)
         if backup is not None:
             self.set_status_message(f"superseded outputs moved to {backup}")
-        get_executor(self.executor).run(self.step, sorting, self.n_jobs, on_progress=self._progress)
+        try:
+            get_executor(self.executor).run(
+                self.step, sorting, self.n_jobs, on_progress=self._progress, extra_env=extra_env
+            )
+        except StepFailed:
+            # Partial outputs are moved aside, never deleted: the next run starts clean.
+            supersede(sorting, self.step)
+            raise
         if not is_complete(sorting, self.step):
             state = manifest.status(sorting, self.step)
             raise RuntimeError(
