@@ -118,11 +118,11 @@ def supersede(sorting: SortingDir, step: str, stamp: str | None = None) -> Path 
         return None
     backup = _backup_root(sorting, STEPS[step].outputs[0]) / stamp
     backup.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(sorting, step)
+    if manifest_path.exists():  # first: the step stops counting as complete before its outputs move
+        shutil.move(manifest_path, backup / f"{step}.manifest.json")
     for path in present:
         shutil.move(path, backup / path.name)
-    manifest = read_manifest(sorting, step)
-    if manifest_path.exists():
-        shutil.move(manifest_path, backup / f"{step}.manifest.json")
     made_from = manifest.get("options") if manifest else "unknown: no manifest (interrupted run)"
     (backup / f"{step}.options.yaml").write_text(
         yaml.safe_dump({"step": step, "options": made_from}, sort_keys=False)
