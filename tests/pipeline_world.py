@@ -40,10 +40,12 @@ class World:
         return self.folder / "subjects"
 
     def projects_file(self, sorting_root: Path) -> Path:
+        """shared_ssd -> `sorting_root/ssd`; shared -> `sorting_root/shared` if a test made its own copy."""
         path = sorting_root / "projects.yaml"
         sorting_root.mkdir(parents=True, exist_ok=True)
+        shared = sorting_root / "shared" if (sorting_root / "shared").is_dir() else self.folder / "shared"
         path.write_text(
-            f"project: shared\nproject_directory: {self.folder / 'shared'}\n...\n---\n"
+            f"project: shared\nproject_directory: {shared}\n...\n---\n"
             f"project: shared_ssd\nproject_directory: {sorting_root / 'ssd'}\n...\n"
         )
         return path

@@ -1,8 +1,9 @@
-"""Stage-aware reruns of the preprocessing steps end to end: real CLI, Luigi, step programs, SpikeInterface."""
+"""Stage-aware reruns of the preprocessing steps end to end: real CLI, Luigi, steps, SpikeInterface."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -131,3 +132,26 @@ def test_different_opts_file_is_refused_unless_replace(demo_world, first_run, tm
     assert sorting.opts.read_text() == before
     # The same file as the sorting's copy is fine.
     assert demo_world.run(tmp_path, "--opts", str(opts_path), "--prepro-only") == 0
+
+
+def test_changed_exclusions_are_shown_and_adopted_only_with_refresh(demo_world, first_run, tmp_path, capsys):
+    sorting, _ = fresh_copy(demo_world, first_run, tmp_path)
+    shared = tmp_path / "shared"
+    shutil.copytree(demo_world.folder / "shared", shared)
+    exclusions = next(shared.rglob("imec0.ap.artifacts.htsv"))
+    first_file = sorted(demo_world.folder.joinpath("raw").rglob("*_t0.imec0.ap.bin"))[0].name
+    with exclusions.open("a") as f:
+        f.write(f"{first_file}\t1.0\t2.0\tartifact\n")
+    segments_before, manifests_before = sorting.segments.read_text(), manifests(sorting)
+
+    assert demo_world.run(tmp_path, "--prepro-only") == 0
+    out = capsys.readouterr().out
+    assert f"+ {first_file} 1.0-2.0 s artifact" in out and "--refresh-segments" in out
+    assert sorting.segments.read_text() == segments_before and manifests(sorting) == manifests_before
+
+    assert demo_world.run(tmp_path, "--prepro-only", "--refresh-segments") == 0
+    assert "artifact" in sorting.segments.read_text() and "artifact" in sorting.exclusions.read_text()
+    (backup,) = (sorting.root / "segments.bak").iterdir()
+    assert (backup / "segments.htsv").read_text() == segments_before
+    after = manifests(sorting)
+    assert all(after[step] != manifests_before[step] for step in PREPRO_STEPS)
