@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.atomic import atomic_path
-from tasks.errors import warn
+from tasks.errors import UserError, warn
 from tasks.spikeglx import (
     FILE_TABLE_COLUMNS,
     SessionFolders,
@@ -137,6 +137,10 @@ def diff_tables(old: pd.DataFrame, new: pd.DataFrame) -> CacheDiff:
 def refresh_cache(cache_file: Path, subjects: Mapping[str, Sequence[SessionFolders]]) -> CacheDiff:
     """Rescan these subjects and rewrite the cache atomically; other subjects' rows are kept as they are."""
     cache_file = Path(cache_file)
+    if cache_file.exists() and not cache_file.is_file():
+        raise UserError(
+            f"{cache_file} is not a file; point --cache-file or [wisc] cache_file at a .parquet file"
+        )
     # Scan everything first: a UserError here leaves the cache untouched.
     fresh = {subject: scan_subject(subject, sessions) for subject, sessions in subjects.items()}
     old, sessions = _read(cache_file) or (empty_file_table(), {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import math
 import shlex
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.errors import UserError
+from tasks.projects import read_user_text
 
 COLUMNS = ["fname", "withinFileStartTime", "withinFileEndTime", "type"]
 # The how-to spells the time columns differently from the lab's code: accept both.
@@ -73,8 +75,8 @@ def read_exclusions(path: Path, experiment_files: pd.DataFrame) -> pd.DataFrame:
             f"mkdir -p {shlex.quote(str(path.parent))} && "
             f"printf '{HEADER.replace(chr(9), chr(92) + 't')}\\n' > {shlex.quote(str(path))}"
         )
-    with open(path, newline="") as f:
-        lines = [(n, cells) for n, cells in enumerate(csv.reader(f, delimiter="\t"), start=1)]
+    rows = csv.reader(io.StringIO(read_user_text(path), newline=""), delimiter="\t")
+    lines = [(n, cells) for n, cells in enumerate(rows, start=1)]
     lines = [(n, cells) for n, cells in lines if any(c.strip() for c in cells)]  # blank lines carry nothing
     if not lines:
         return empty_exclusions()

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from tasks.errors import UserError
+from tasks.options import _StrictLoader
 
 EXAMPLE = "project: shared\\nproject_directory: /path/to/shared\\n..."
 
@@ -47,7 +48,7 @@ def _chunks(text: str) -> Iterator[tuple[int, str]]:
 def _documents(path: Path, text: str) -> Iterator[tuple[int, object]]:
     """Yield (first line, data) for each document of the stream, with YAML errors as one-line UserErrors."""
     for offset, chunk in _chunks(text):
-        loader = yaml.SafeLoader(chunk)
+        loader = _StrictLoader(chunk)  # a repeated key must not win silently
         try:
             while loader.check_node():
                 node = loader.get_node()
@@ -61,6 +62,19 @@ def _documents(path: Path, text: str) -> Iterator[tuple[int, object]]:
             loader.dispose()
 
 
+def read_user_text(path: Path) -> str:
+    """A user-edited text file (projects, subject, exclusions) as UTF-8; a one-line UserError if it is not."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")  # Excel and Notepad may start the file with a BOM
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}: line {line} has byte 0x{raw[err.start]:02x}, which is not UTF-8 text; "
+            "save the file as UTF-8 (or remove the accented character)."
+        ) from None
+
+
 def load_projects(path: Path) -> Projects:
     """Read the projects file. Relative `project_directory` values are relative to the file's folder."""
     path = Path(path)
@@ -71,7 +85,7 @@ def load_projects(path: Path) -> Projects:
         )
     directories: dict[str, Path] = {}
     first_line: dict[str, int] = {}
-    for line, doc in _documents(path, path.read_text()):
+    for line, doc in _documents(path, read_user_text(path)):
         if doc is None:  # an empty document (e.g. a stray `---`) carries nothing
             continue
         if not isinstance(doc, dict):

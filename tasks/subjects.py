@@ -14,6 +14,8 @@ import pandas as pd
 import yaml
 
 from tasks.errors import UserError, warn
+from tasks.options import _StrictLoader  # refuses duplicate keys: a repeated alias must not win silently
+from tasks.projects import read_user_text
 
 SUFFIXES = (".yml", ".yaml")
 SYNC_TYPES = ("barcode", "square_pulse", "random", "no_sync")
@@ -202,7 +204,7 @@ def load_subject(subjects_dir: Path, name: str) -> Subject:
     """Read and validate `<subjects_dir>/<name>.yml` (or `.yaml`)."""
     path = subject_path(subjects_dir, name)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(read_user_text(path), Loader=_StrictLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
