@@ -12,7 +12,7 @@ import yaml
 from tasks import manifest
 from tasks.config import load_paths
 from tasks.errors import UserError
-from tasks.executors import get_executor
+from tasks.executors import StepFailed, get_executor
 from tasks.gpu import GpuTaskMixin, gpu_units
 from tasks.inputs import Target, resolve
 from tasks.layout import SortingDir

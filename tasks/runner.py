@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import luigi
@@ -43,14 +44,26 @@ def ensure_local_resources() -> None:
 
 
 def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
-    kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "WARNING"}
+    """Run the DAG; each failure is reported as one line (the step's log has the details)."""
+    failures: list[str] = []
+
+    @luigi.Task.event_handler(luigi.Event.FAILURE)
+    def _collect(task: luigi.Task, exception: BaseException) -> None:
+        failures.append(f"{task.task_family} failed: {exception}")
+
+    kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "CRITICAL"}
     if args.scheduler_url:
         kwargs["scheduler_url"] = args.scheduler_url
     else:
         ensure_local_resources()
         kwargs["local_scheduler"] = True
-    result = luigi.build(tasks, **kwargs)
+    try:
+        result = luigi.build(tasks, **kwargs)
+    finally:
+        luigi.Task.remove_event_handler(luigi.Event.FAILURE, _collect)
     print(result.summary_text)
+    for line in failures:
+        print(f"wisc-sort: error: {' '.join(line.split())}", file=sys.stderr)
     return result.status in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
 
 
