@@ -11,8 +11,10 @@ from tasks.atomic import atomic_path
 from tasks.segments import read_segments
 from tasks.steps import split_chain
 
+CLEAN_MOTION = "motion_non_rigid_clean.npz"
 
-def _recording(ctx: StepContext):
+
+def kept_recording(ctx: StepContext):
     from containers.recording import load_kept_recording
 
     return load_kept_recording(read_segments(ctx.sorting.segments))
@@ -21,7 +23,7 @@ def _recording(ctx: StepContext):
 def _recording_for_motion(ctx: StepContext):
     from containers.recording import preprocess_for_motion
 
-    rec = _recording(ctx)
+    rec = kept_recording(ctx)
     hours = rec.get_total_duration() / 3600
     ctx.progress.label = f"{ctx.progress.label} of {hours:.2f} h"
     return preprocess_for_motion(rec, split_chain(ctx.opts)[0])
@@ -84,7 +86,7 @@ def motion_clean(ctx: StepContext) -> None:
 
     raw = load_motion(_prepro(ctx, "motion_non_rigid.npz"))
     cleaned = clean_motion_stage(raw, _drift(ctx, "clean_motion_kwargs"))
-    with atomic_path(_prepro(ctx, "motion_non_rigid_clean.npz")) as tmp:
+    with atomic_path(_prepro(ctx, CLEAN_MOTION)) as tmp:
         save_motion(cleaned, tmp)
 
 
@@ -92,7 +94,7 @@ def motion_plot(ctx: StepContext) -> None:
     from containers.motion import load_motion
     from containers.motion_plot import plot_motion_summary
 
-    rec = _recording(ctx)
+    rec = kept_recording(ctx)
     depths = rec.get_channel_locations()[:, 1]
     sorting = ctx.sorting.root
     with atomic_path(_prepro(ctx, "motion_summary.png")) as tmp:
@@ -101,16 +103,15 @@ def motion_plot(ctx: StepContext) -> None:
             np.load(_prepro(ctx, "peak_locations.npy")),
             rec.get_sampling_frequency(),
             load_motion(_prepro(ctx, "motion_non_rigid.npz")),
-            load_motion(_prepro(ctx, "motion_non_rigid_clean.npz")),
+            load_motion(_prepro(ctx, CLEAN_MOTION)),
             (float(depths.min()), float(depths.max())),
             tmp,
             f"{sorting.parent.parent.parent.name} / {sorting.parent.name} / {sorting.name}",
         )
 
 
-def preprocessed_probe(ctx: StepContext) -> None:
-    import probeinterface
-
+def preprocessed_recording(ctx: StepContext, source=None):
+    """The kept recording (or `source`) through the whole chain, motion interpolated with the CLEANED one."""
     from containers.motion import load_motion
     from containers.recording import preprocess_full
 
@@ -119,10 +120,17 @@ def preprocessed_probe(ctx: StepContext) -> None:
     interpolate_kwargs: dict = {}
     if drift is not None:
         # Always the CLEANED motion: sorting with the raw one went unnoticed for 16 months once.
-        clean = load_motion(_prepro(ctx, "motion_non_rigid_clean.npz"))
+        clean = load_motion(_prepro(ctx, CLEAN_MOTION))
         interpolate_kwargs = _drift(ctx, "interpolate_motion_kwargs")
-        ctx.extra["motion_used"] = "preprocessing/motion_non_rigid_clean.npz"
-    rec = preprocess_full(_recording(ctx), ctx.opts["preprocessing"], clean, interpolate_kwargs)
+        ctx.extra["motion_used"] = f"preprocessing/{CLEAN_MOTION}"
+    source = kept_recording(ctx) if source is None else source
+    return preprocess_full(source, ctx.opts["preprocessing"], clean, interpolate_kwargs)
+
+
+def preprocessed_probe(ctx: StepContext) -> None:
+    import probeinterface
+
+    rec = preprocessed_recording(ctx)
     ctx.extra["num_channels"] = rec.get_num_channels()
     with atomic_path(ctx.sorting.root / "preprocessed_si_probe.json") as tmp:
         probeinterface.write_probeinterface(tmp, rec.get_probegroup())

@@ -8,39 +8,21 @@ import numpy as np
 import spikeinterface.preprocessing as spre
 from spikeinterface.core import BaseRecording, write_binary_recording
 
-from containers.prepro_steps import _drift, _prepro, _recording
-from containers.recording import preprocess_full
+from containers.prepro_steps import kept_recording, preprocessed_recording
 from containers.stepping import StepContext
 from tasks.atomic import atomic_path
 from tasks.diskspace import bytes_needed, free_bytes, human_bytes, partial_files, preflight, reserve_bytes
 from tasks.errors import warn
 from tasks.segments import read_segments
-from tasks.steps import STEPS, split_chain
+from tasks.steps import STEPS
 
 TARGET = STEPS["recording_dat"].outputs[0]
-CLEAN_MOTION = "motion_non_rigid_clean.npz"
 INT16 = np.iinfo(np.int16)
 # Steps after which the traces are no longer in uV (no gain to uV is meaningful).
 UNITLESS_STEPS = {"whiten", "zscore", "normalize_by_quantile"}
 # Clipping is estimated on this many evenly spaced 1 s windows of the written file (cheap, not exact).
 CLIP_WINDOWS = 20
 CLIP_WARN_FRACTION = 1e-3
-
-
-def preprocessed_recording(ctx: StepContext, source: BaseRecording | None = None) -> BaseRecording:
-    """The kept recording (or `source`) through the whole chain, motion interpolated with the CLEANED one."""
-    from containers.motion import load_motion
-
-    drift = split_chain(ctx.opts)[1]
-    clean = None
-    interpolate_kwargs: dict = {}
-    if drift is not None:
-        # Always the CLEANED motion: sorting with the raw one went unnoticed for 16 months once.
-        clean = load_motion(_prepro(ctx, CLEAN_MOTION))
-        interpolate_kwargs = _drift(ctx, "interpolate_motion_kwargs")
-        ctx.extra["motion_used"] = f"preprocessing/{CLEAN_MOTION}"
-    source = _recording(ctx) if source is None else source
-    return preprocess_full(source, ctx.opts["preprocessing"], clean, interpolate_kwargs)
 
 
 def as_int16(recording: BaseRecording) -> BaseRecording:
@@ -76,7 +58,8 @@ def clipped_fraction(path: Path, n_channels: int, sampling_frequency: float) -> 
     """(fraction of int16 values at the range's ends, seconds looked at) on evenly spaced 1 s windows."""
     data = np.memmap(path, dtype=np.int16, mode="r").reshape(-1, n_channels)
     window = max(1, int(sampling_frequency))
-    starts = np.unique(np.linspace(0, max(0, data.shape[0] - window), CLIP_WINDOWS).astype(np.int64))
+    starts = np.arange(0, data.shape[0], window)
+    starts = starts[np.unique(np.linspace(0, starts.size - 1, CLIP_WINDOWS).round().astype(np.int64))]
     clipped = total = 0
     for start in starts:
         block = data[start : start + window]
@@ -86,7 +69,7 @@ def clipped_fraction(path: Path, n_channels: int, sampling_frequency: float) -> 
 
 
 def recording_dat(ctx: StepContext) -> None:
-    source = _recording(ctx)
+    source = kept_recording(ctx)
     rec = preprocessed_recording(ctx, source)
     target = ctx.sorting.path(TARGET)
     n_channels, n_samples = rec.get_num_channels(), rec.get_num_samples()

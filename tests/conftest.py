@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pipeline_world import World
+from pipeline_world import World, fast_options, write_options
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +13,12 @@ def demo_world(tmp_path_factory) -> World:
     folder = tmp_path_factory.mktemp("demo_world")
     write_demo_world(folder, duration_s=20.0, num_units=20, seed=1)
     return World(folder)
+
+
+@pytest.fixture(scope="session")
+def first_run(demo_world, tmp_path_factory):
+    """One complete --prepro-only run with fast options; tests work on their own copies of it."""
+    root = tmp_path_factory.mktemp("first_run")
+    opts = write_options(root / "fast.yaml", fast_options())
+    assert demo_world.run(root, "--opts", str(opts), "--prepro-only") == 0
+    return demo_world.sorting(root), opts

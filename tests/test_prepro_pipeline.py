@@ -15,15 +15,6 @@ from tasks.steps import PREPRO_STEPS, STEPS
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def first_run(demo_world, tmp_path_factory):
-    """One complete --prepro-only run; each test below works on its own copy of it."""
-    root = tmp_path_factory.mktemp("first_run")
-    opts = write_options(root / "fast.yaml", fast_options())
-    assert demo_world.run(root, "--opts", str(opts), "--prepro-only") == 0
-    return demo_world.sorting(root), opts
-
-
 def fresh_copy(demo_world, first_run, tmp_path):
     source, opts = first_run
     sorting = demo_world.sorting(tmp_path)
