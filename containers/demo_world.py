@@ -25,6 +25,7 @@ PROBE = "imec0"
 SESSIONS = ("1-10-2026", "1-11-2026")
 SAMPLING_RATE = 30000.123  # calibrated, non-integer, as real imec clocks are
 DRIFT_UM = 25.0  # peak-to-peak zigzag
+DRIFT_MIN_PERIOD_S = 60.0
 NOISE_UV = (6.0, 8.0)  # per-channel RMS range, typical of NP1.0 AP bands
 NOISE_DECAY_UM = 25.0  # spatial correlation length of the noise
 MARKER = ".wisc-demo-world"  # lets --overwrite tell a demo world from any other folder
@@ -139,7 +140,9 @@ def _generate(
 
     probe = np1_probe(SAMPLING_RATE)
     half = DRIFT_UM / 2
-    zigzag = dict(drift_mode="zigzag", non_rigid_gradient=None, t_start_drift=0.0, period_s=duration_s / 2)
+    # At least a minute per zigzag: drift slower than the motion bins (10 s), as on a real probe.
+    period_s = max(duration_s / 2, DRIFT_MIN_PERIOD_S)
+    zigzag = dict(drift_mode="zigzag", non_rigid_gradient=None, t_start_drift=0.0, period_s=period_s)
     _, drifting, sorting, extra = generate_drifting_recording(
         num_units=num_units,
         duration=duration_s,

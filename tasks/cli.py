@@ -15,7 +15,7 @@ OPTS_DIR = Path(__file__).resolve().parents[1] / "opts"
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse prints usage + message; users get one line
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"wisc-sort: error: {message} (see {self.prog} --help)\n")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
