@@ -84,6 +84,18 @@ def status(sorting: SortingDir, step: str, environment: str = "") -> str:
     return "done"
 
 
+def describe_partial(sorting: SortingDir, step: str) -> str:
+    """What an interrupted run left: which outputs are missing or empty (for a one-line warning)."""
+    problems = []
+    for rel in STEPS[step].outputs:
+        path = sorting.path(rel)
+        if not path.exists():
+            problems.append(f"{path.name} missing")
+        elif path.stat().st_size == 0:
+            problems.append(f"{path.name} empty")
+    return ", ".join(problems) or "no manifest (the run did not finish)"
+
+
 def is_complete(sorting: SortingDir, step: str, environment: str = "") -> bool:
     return (
         sorting.opts.exists() and sorting.segments.exists() and status(sorting, step, environment) == "done"

@@ -11,7 +11,7 @@ import yaml
 
 from tasks import manifest
 from tasks.config import load_paths
-from tasks.errors import UserError
+from tasks.errors import UserError, warn
 from tasks.executors import StepFailed, get_executor
 from tasks.gpu import GpuTaskMixin, gpu_units
 from tasks.inputs import Target, resolve
@@ -149,9 +149,13 @@ class StepTask(SortingTask):
 
     def execute(self, extra_env: dict[str, str] | None = None) -> None:
         sorting = self.sorting
+        state = manifest.status(sorting, self.step)
+        detail = manifest.describe_partial(sorting, self.step) if state == "partial" else ""
         backup = supersede(sorting, self.step)
         if backup is not None:
-            self.set_status_message(f"superseded outputs moved to {backup}")
+            what = f"partial outputs of an interrupted run ({detail})" if detail else f"{state} outputs"
+            warn(f"{self.step} of {sorting.root}: {what} moved to {backup}; rerunning")
+            self.set_status_message(f"{what} moved to {backup}")
         try:
             get_executor(self.executor).run(
                 self.step, sorting, self.n_jobs, on_progress=self._progress, extra_env=extra_env

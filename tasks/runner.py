@@ -51,6 +51,12 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
     def _collect(task: luigi.Task, exception: BaseException) -> None:
         failures.append(f"{task.task_family} failed: {exception}")
 
+    config = luigi.configuration.get_config()
+    if not config.has_option("worker", "keep_alive"):
+        # Without it a worker whose sort waits for GPU units exits at once (LUIGI.md).
+        if not config.has_section("worker"):
+            config.add_section("worker")
+        config.set("worker", "keep_alive", "true")
     kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "CRITICAL"}
     if args.scheduler_url:
         kwargs["scheduler_url"] = args.scheduler_url

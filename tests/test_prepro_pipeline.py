@@ -114,15 +114,27 @@ def test_no_edit_is_a_no_op(demo_world, first_run, tmp_path):
 def test_different_opts_file_is_refused_unless_replace(demo_world, first_run, tmp_path, capsys):
     sorting, opts_path = fresh_copy(demo_world, first_run, tmp_path)
     changed = fast_options()
-    changed["preprocessing"][0]["step_params"]["freq_min"] = 250.0
+    drift = changed["preprocessing"][3]["step_params"]
+    drift["clean_motion_kwargs"]["speed_threshold"] = 3.0
     other = write_options(tmp_path / "other.yaml", changed)
-    before = sorting.opts.read_text()
+    before, manifests_before = sorting.opts.read_text(), manifests(sorting)
     assert demo_world.run(tmp_path, "--opts", str(other), "--prepro-only") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "preprocessing[0].step_params.freq_min" in err[0] and "--replace-opts" in err[0]
-    assert sorting.opts.read_text() == before
+    key = "preprocessing[3].step_params.clean_motion_kwargs.speed_threshold"
+    assert len(err) == 1 and key in err[0] and "--replace-opts" in err[0]
+    assert sorting.opts.read_text() == before and manifests(sorting) == manifests_before
     # The same file as the sorting's copy is fine.
     assert demo_world.run(tmp_path, "--opts", str(opts_path), "--prepro-only") == 0
+    # --replace-opts adopts it, keeps the old copy, and reruns what the change touches.
+    assert demo_world.run(tmp_path, "--opts", str(other), "--prepro-only", "--replace-opts") == 0
+    (backup,) = (sorting.root / "opts.bak").iterdir()
+    assert (backup / "opts.yaml").read_text() == before
+    after = manifests(sorting)
+    assert {s for s in PREPRO_STEPS if after[s] != manifests_before[s]} == {
+        "motion_clean",
+        "motion_plot",
+        "preprocessed_probe",
+    }
 
 
 def test_changed_exclusions_are_shown_and_adopted_only_with_refresh(demo_world, first_run, tmp_path, capsys):

@@ -55,7 +55,9 @@ def test_sort_writes_valid_phy_output_after_recording_dat(sorted_run):
     assert status(sorting, "sort") == "done"
 
 
-def test_kilosort_crash_leftovers_simulated_are_moved_aside_and_resorted(demo_world, sorted_run, tmp_path):
+def test_kilosort_crash_leftovers_simulated_are_moved_aside_and_resorted(
+    demo_world, sorted_run, tmp_path, capsys
+):
     """Kilosort cannot run here (no MATLAB, no GPU): leave what its late crash leaves, as files."""
     sorting = copy_of(demo_world, sorted_run, tmp_path)
     dat_inode = (sorting.sorter_output / "recording.dat").stat().st_ino
@@ -65,6 +67,8 @@ def test_kilosort_crash_leftovers_simulated_are_moved_aside_and_resorted(demo_wo
     assert status(sorting, "sort") == "partial"
 
     assert demo_world.run(tmp_path) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "interrupted run" in line]
+    assert len(warnings) == 1 and "spike_times.npy empty, params.py empty" in warnings[0]
     assert status(sorting, "sort") == "done"
     validate_sorter_output(sorting.sorter_output, None)
     (backup,) = (sorting.root / "si_output.bak").iterdir()
