@@ -15,6 +15,7 @@ gpu@hostA` (or `gpu@{host}`, expanded to this host's short name), and list every
 
 from __future__ import annotations
 
+import abc
 import fcntl
 import logging
 import os
@@ -102,15 +103,16 @@ def gpu_resource_name() -> str:
     return name.replace("{host}", socket.gethostname().split(".")[0])
 
 
-class GpuTaskMixin:
+class GpuTaskMixin(abc.ABC):
     """For a Luigi task with a cheap `gpu_units_needed()`: adds its GPU units to the task's resources.
 
     Put it first in the bases (`class Sort(GpuTaskMixin, StepTask)`) so the CPU units of the other base
     are kept. Luigi reads `resources` on every scheduling pass: `gpu_units_needed` must not read big files.
     """
 
+    @abc.abstractmethod
     def gpu_units_needed(self) -> int:
-        raise NotImplementedError(f"{type(self).__name__} must define gpu_units_needed()")
+        """GPU units this task takes (0 for a CPU sorter)."""
 
     @property
     def resources(self) -> dict[str, int]:

@@ -38,7 +38,7 @@ def default_meta_text(
     neural = n_chans - 1
     fields = {
         "fileCreateTime": create_time,
-        "fileName": "placeholder",
+        "fileName": "rewritten-below",
         "fileSizeBytes": n_samples * 2 * n_chans,
         "fileTimeSecs": repr(n_samples / rate),
         "firstSample": 1000,
