@@ -68,7 +68,7 @@ def test_kilosort_crash_leftovers_simulated_are_moved_aside_and_resorted(
 
     assert demo_world.run(tmp_path) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "interrupted run" in line]
-    assert len(warnings) == 1 and "spike_times.npy empty, params.py empty" in warnings[0]
+    assert len(warnings) == 1 and "params.py empty, spike_times.npy empty" in warnings[0]
     assert status(sorting, "sort") == "done"
     validate_sorter_output(sorting.sorter_output, None)
     (backup,) = (sorting.root / "si_output.bak").iterdir()
