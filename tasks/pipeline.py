@@ -86,6 +86,9 @@ class SortingTask(luigi.Task):
     )
     n_jobs = luigi.IntParameter(default=1, significant=False)
     executor = luigi.Parameter(default="local", significant=False)
+    # Disabled after one failure: with keep_alive, luigi's default (999999999 retries every 15 min)
+    # would keep a worker waiting forever on a step that needs the user (bad input, curation).
+    retry_count = 1
 
     @property
     def target(self) -> Target:
