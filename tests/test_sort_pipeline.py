@@ -123,6 +123,7 @@ def test_recording_dat_written_before_gpu_units_taken_kilosort2_5_cannot_run_her
     sort_polls = [(t, gpu) for t, names, gpu in polls if "Sort" in names]
     assert sort_polls and all(gpu == 1 for _, gpu in sort_polls)  # acute: 1 unit
     assert min(t for t, _ in sort_polls) >= dat_done
-    sort_tasks = server.api("task_list", status="FAILED", upstream_status="", search="Sort")
+    # Failed once, then disabled (no retries: retry_count = 1).
+    sort_tasks = server.api("task_list", status="DISABLED", upstream_status="", search="Sort")
     assert [t["resources"] for t in sort_tasks.values()] == [{"cpu": 2, "gpu": 1}]
     assert np.isfinite(dat_done)
