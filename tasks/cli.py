@@ -91,7 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="regenerate the demo world")
     _add_run(demo)
     demo.set_defaults(n_jobs=min(os.cpu_count() or 1, 4))
+    _add_finalize(sub)
     return parser
+
+
+def _add_finalize(sub) -> None:
+    fin = sub.add_parser("finalize", help="delete recording.dat, link postpro, move the sorting home")
+    _add_target(fin)
+    fin.add_argument("--postpro", "--postproName", required=True, metavar="NAME", help="postprocessing set")
+    fin.add_argument("--to", "--toProject", default="shared", metavar="PROJECT", help="default: shared")
+    fin.add_argument("--keep-recording-dat", "--keep_recording_dat", action="store_true", help="move it too")
+    fin.add_argument("--dry-run", "--dry_run", action="store_true", help="print the plan, change nothing")
 
 
 def _paths(args: argparse.Namespace):
@@ -155,7 +165,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from tasks.finalize_task import run_finalize_cli
+
+    return run_finalize_cli(_paths(args), _targets(args), args)
+
+
 COMMANDS = {"segments": cmd_segments, "sort": cmd_sort, "refresh-cache": cmd_refresh_cache, "demo": cmd_demo}
+COMMANDS["finalize"] = cmd_finalize
 
 
 def main(argv: list[str] | None = None) -> int:
