@@ -16,7 +16,7 @@ import pandas as pd
 
 from containers.runtime import ProgressFile
 from tasks import atomic
-from tasks.curation import curation_state
+from tasks.curation import curation_state, require_curated
 from tasks.errors import UserError
 from tasks.hypnogram import read_hypnogram, state_frames
 from tasks.manifest import now
@@ -231,7 +231,13 @@ def build_table(pset: PostproSet, opts: dict) -> dict:
     table["group_source"] = np.where(phy != "", "phy", np.where(auto != "", "auto", ""))
     _write_csv(table, pset.folder / METRICS_CSV)
     counts = table["group_source"].value_counts().to_dict()
-    return {"units": len(table), "labelled_by": {k or "none": int(v) for k, v in counts.items()}}
+    return {
+        "units": len(table),
+        "labelled_by": {k or "none": int(v) for k, v in counts.items()},
+        "curation_complete": state.complete,  # False: run with --allow-uncurated
+        "uncurated_units": len(state.uncurated),
+        "curation_problem": state.problem,
+    }
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
@@ -314,6 +320,7 @@ def run_postpro_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
     pset = PostproSet(sorting, step.split(".", 1)[1])
     if not sorting.opts.exists() or not sorting.segments.exists():
         raise UserError(f"{sorting.root}: no opts.yaml/segments.htsv; run `wisc-sort sort` first")
+    require_curated(sorting.sorter_output, os.environ.get("WISC_ALLOW_UNCURATED") == "1")  # the gate, again
     sorting.pipeline.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_tmp(pset.folder)
     progress = ProgressFile(sorting.progress(step), f"postprocessing {pset.name}")
