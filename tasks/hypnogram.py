@@ -106,3 +106,18 @@ def _merge(intervals: np.ndarray) -> np.ndarray:
         else:
             merged.append([start, end])
     return np.asarray(merged, dtype=np.int64)
+
+
+def demo_hypnogram(segments: pd.DataFrame, bout_s: float = 4.0) -> pd.DataFrame:
+    """A hypnogram for generated data: bouts cycling NREM, N2, Wake, REM, qWk, Art over the files' span."""
+    starts = file_starts(segments)
+    end = float((starts + segments["fileDuration"].astype(float)).max())
+    cycle = ["N1", "N2", "aWk", "REM", "qWk", "Art"]
+    edges = np.arange(0.0, end + bout_s, bout_s)
+    t0 = edges[:-1]
+    t1 = np.minimum(edges[1:], end)
+    keep = t1 > t0
+    states = [cycle[i % len(cycle)] for i in range(len(t0))]
+    table = pd.DataFrame({"state": states, "start_time": t0, "end_time": t1})[keep]
+    table["duration"] = table["end_time"] - table["start_time"]
+    return table.reset_index(drop=True)

@@ -196,3 +196,29 @@ def run_postpro_cli(paths, targets: list, args) -> int:
         if (task.pset.folder / "metrics.csv").exists():
             print(f"metrics: {task.pset.folder / 'metrics.csv'}; plots: {task.pset.folder / 'summary_plots'}")
     return 0 if ok else 1
+
+
+def run_demo_postpro(paths, target, args) -> int:
+    """The demo after its sort: a hypnogram for its world, then postprocessing with auto pre-labels."""
+    import argparse
+
+    from tasks.hypnogram import demo_hypnogram
+    from tasks.inputs import sorting_dir
+    from tasks.segments import read_segments
+
+    sorting = sorting_dir(paths, target)
+    hyp = resolve_hypnogram("shared", target.experiment, target.subject)
+    if not hyp.exists():
+        hyp.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(hyp) as tmp:
+            demo_hypnogram(read_segments(sorting.segments)).to_csv(tmp, sep="\t", index=False)
+    print(f"hypnogram for the demo (4 s bouts cycling N1, N2, aWk, REM, qWk, Art): {hyp}")
+    print(
+        "curation: no human curates a demo; units get auto pre-labels from opts/postpro_demo.yaml thresholds"
+    )
+    post_args = argparse.Namespace(
+        **{**vars(args), "opts": Path(__file__).resolve().parents[1] / "opts" / "postpro_demo.yaml"},
+        hypnogram_project="shared",
+        allow_uncurated=True,
+    )
+    return run_postpro_cli(paths, [target], post_args)
