@@ -102,9 +102,8 @@ def test_howto_hyp_spelling_is_accepted():
 
 def test_names_match_installed_spikeinterface():
     from spikeinterface.core.sortinganalyzer import get_extension_class
-    from spikeinterface.metrics.quality.quality_metrics import ComputeQualityMetrics
-
     from spikeinterface.metrics import get_default_quality_metrics_params
+    from spikeinterface.metrics.quality.quality_metrics import ComputeQualityMetrics
 
     metrics = {m.metric_name: m for m in ComputeQualityMetrics.metric_list}
     defaults = get_default_quality_metrics_params()
