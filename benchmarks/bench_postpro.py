@@ -72,12 +72,14 @@ def cutoff(mask):
         out[u] = amplitude_cutoff(x) if x.size else np.nan
     return pd.Series(out)
 qm["amplitude_cutoff"] = cutoff(np.ones(t.size, bool))
-frames = state_frames(read_hypnogram(root / {name!r} / "hypnogram.htsv"), read_segments(root / "segments.htsv"))
+hyp = read_hypnogram(root / {name!r} / "hypnogram.htsv")
+frames = state_frames(hyp, read_segments(root / "segments.htsv"))
 cols = [qm]
 for state in opts["by_hypnogram_state"]["states"]:
     iv = frames[state]
     p = np.zeros(len(iv) * len(an.unit_ids), dtype=unit_period_dtype)
-    p["start_sample_index"] = np.tile(iv[:, 0], len(an.unit_ids)); p["end_sample_index"] = np.tile(iv[:, 1], len(an.unit_ids))
+    p["start_sample_index"] = np.tile(iv[:, 0], len(an.unit_ids))
+    p["end_sample_index"] = np.tile(iv[:, 1], len(an.unit_ids))
     p["unit_index"] = np.repeat(np.arange(len(an.unit_ids)), len(iv))
     ext = get_extension_class("quality_metrics")(an)
     per = [n for n in names if n != "snr"]
@@ -159,8 +161,9 @@ def main() -> None:
         [
             "# Postprocessing: pipeline step vs plain SpikeInterface",
             "",
-            f"Sorting: {source.root} ({units} units); options {args.opts.name} (plots off, same on both sides);",
-            f"n_jobs {args.n_jobs}; best of {args.repeat} fresh processes each (import, analyzer, extensions,",
+            f"Sorting: {source.root} ({units} units); options {args.opts.name}",
+            f"(plots off, same on both sides); n_jobs {args.n_jobs}; best of {args.repeat} fresh processes",
+            "each (import, analyzer, extensions,",
             "quality metrics, amplitude cutoff from amplitudes.npy, per-state metrics with `periods`).",
             "",
             md_table(["run", "wall s", "CPU s", "ratio to plain"], rows),
