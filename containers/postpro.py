@@ -82,7 +82,9 @@ def create_analyzer(pset: PostproSet, sorting, recording, opts: dict, job_kwargs
     analyzer.compute("random_spikes", **(block.get("random_spikes") or {}))
     analyzer.compute("waveforms", **waveforms, **job_kwargs)
     analyzer.compute("templates", ms_before=waveforms["ms_before"], ms_after=waveforms["ms_after"])
-    analyzer.compute("noise_levels", **(block.get("noise_levels") or {}), **job_kwargs)
+    noise = dict(block.get("noise_levels") or {})
+    slices = {k: noise.pop(k) for k in ("num_chunks_per_segment", "chunk_size", "seed") if k in noise}
+    analyzer.compute("noise_levels", **noise, **({"random_slices_kwargs": slices} if slices else {}), **job_kwargs)
     return analyzer
 
 
@@ -264,6 +266,10 @@ def run_postpro(
         raise UserError(f"{pset.hypnogram}: hypnogram missing; pass --hypnogram-project")
     backup = pset.sorting.root / f"{pset.name}.bak" / datetime.now().strftime("%Y%m%dT%H%M%S")
     recording = open_recording_dat(pset.sorting)
+    if not recording.has_scaleable_traces():
+        # Whitened and scaled data has no microvolts; template metrics need "scaled" traces: use counts (gain 1).
+        recording.set_channel_gains(1.0)
+        recording.set_channel_offsets(0.0)
     analyzer, done = None, {}
     for index, stage in enumerate(order):
         if stage not in todo:
