@@ -84,7 +84,9 @@ def create_analyzer(pset: PostproSet, sorting, recording, opts: dict, job_kwargs
     analyzer.compute("templates", ms_before=waveforms["ms_before"], ms_after=waveforms["ms_after"])
     noise = dict(block.get("noise_levels") or {})
     slices = {k: noise.pop(k) for k in ("num_chunks_per_segment", "chunk_size", "seed") if k in noise}
-    analyzer.compute("noise_levels", **noise, **({"random_slices_kwargs": slices} if slices else {}), **job_kwargs)
+    if slices:
+        noise["random_slices_kwargs"] = slices
+    analyzer.compute("noise_levels", **noise, **job_kwargs)
     return analyzer
 
 
@@ -267,7 +269,7 @@ def run_postpro(
     backup = pset.sorting.root / f"{pset.name}.bak" / datetime.now().strftime("%Y%m%dT%H%M%S")
     recording = open_recording_dat(pset.sorting)
     if not recording.has_scaleable_traces():
-        # Whitened and scaled data has no microvolts; template metrics need "scaled" traces: use counts (gain 1).
+        # Whitened, scaled data has no microvolts; template metrics need scaled traces: counts (gain 1).
         recording.set_channel_gains(1.0)
         recording.set_channel_offsets(0.0)
     analyzer, done = None, {}
