@@ -19,6 +19,7 @@ from tasks.finalize import (
 )
 from tasks.inputs import Target, sorting_dir
 from tasks.pipeline import Pipeline, SortingTask
+from tasks.postpro_tasks import Postpro
 
 DEFAULT_TO = "shared"
 
@@ -70,7 +71,7 @@ class Finalize(SortingTask):
         # write recording.dat again); the journal is the record that curation and postprocessing were done.
         if not self.sorting.root.exists() or finalize_state(self.sorting.root):
             return []
-        return Pipeline(**self.shared())
+        return [Pipeline(**self.shared()), Postpro(**self.shared(), postpro_name=self.postpro)]
 
     def output(self):
         return FinalizedTarget(self.request())

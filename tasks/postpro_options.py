@@ -37,7 +37,7 @@ QUALITY_METRICS: dict[str, tuple[dict[str, str], tuple[str, ...], tuple[str, ...
     "num_spikes": ({}, ("num_spikes",), (), True),
     "firing_rate": ({}, ("firing_rate",), (), True),
     "presence_ratio": (_spec("bin_duration_s:n mean_fr_ratio_thresh:n"), ("presence_ratio",), (), True),
-    "snr": (_spec("peak_sign:s peak_mode:s method:s"), ("snr",), (), False),
+    "snr": (_spec("method:s"), ("snr",), (), False),
     "isi_violation": (
         _spec("isi_threshold_ms:n min_isi_ms:n"),
         ("isi_violations_ratio", "isi_violations_count"),

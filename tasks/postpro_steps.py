@@ -30,6 +30,7 @@ OPTS_FILE = "postpro_opts.yaml"
 HYPNOGRAM_FILE = "hypnogram.htsv"
 ANALYZER_DIR = "analyzer"
 METRICS_CSV = "metrics.csv"
+QM_CSV = "quality_metrics.csv"
 STATES_CSV = "metrics_by_state.csv"
 PLOTS_DIR = "summary_plots"
 # Bump when a stage's computation changes meaning.
@@ -76,7 +77,7 @@ def stage_outputs(stage: str) -> tuple[str, ...]:
     if stage in EXTENSIONS:
         return (f"{ANALYZER_DIR}/extensions/{stage}",)
     return {
-        "metrics": (f"{ANALYZER_DIR}/extensions/quality_metrics",),
+        "metrics": (f"{ANALYZER_DIR}/extensions/quality_metrics", QM_CSV),
         "states": (STATES_CSV,),
         "table": (METRICS_CSV,),
         "plots": (PLOTS_DIR,),

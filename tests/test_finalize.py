@@ -265,7 +265,7 @@ def test_luigi_finalize_task_ends_the_dag(one_drive, monkeypatch: pytest.MonkeyP
     task = Finalize(project="shared_ssd", experiment="novel_objects", subject="CNPIX99-Test", probe="imec0",
                     postpro=POSTPRO)  # fmt: skip
     assert not task.complete()
-    assert [t.task_family for t in luigi.task.flatten(task.requires())] == ["Pipeline"]
+    assert [t.task_family for t in luigi.task.flatten(task.requires())] == ["Pipeline", "Postpro"]
     result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="CRITICAL")
     assert result.status == luigi.LuigiStatusCode.SUCCESS, result.summary_text
     assert_moved(world, before)
