@@ -162,6 +162,10 @@ def _build_postpro(
     )
     for i in range(n_plots):
         _random_file(pset.folder / "summary_plots" / f"unit_{i:04d}.png", 12 * KiB, rng)
+    for stage in stages(opts):  # any other output a stage declares (e.g. quality_metrics.csv)
+        for rel in stage_outputs(stage):
+            if not (pset.folder / rel).exists():
+                (pset.folder / rel).write_text(f"cluster_id,{stage}\n0,1\n")
     for exp in expected_stages(pset).values():
         write_stage_manifest(pset, exp, now())
 
