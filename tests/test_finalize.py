@@ -283,3 +283,18 @@ def test_luigi_finalize_in_progress_does_not_visit_upstream(two_drives, monkeypa
     assert task.requires() == []  # recording.dat is gone: the pipeline must not write it again
     assert luigi.build([task], local_scheduler=True, log_level="CRITICAL")
     assert json.loads((world.destination().root / JOURNAL_REL).read_text())["phase"] == "done"
+
+
+def test_finalize_in_place_when_already_home(one_drive, capsys) -> None:
+    world = one_drive
+    src = world.source()
+    code, out, err = run_cli(world.argv("--to", "shared_ssd"), capsys)
+    assert (code, err) == (0, "") and "(none)" in out
+    assert not src.path(RECORDING_DAT).exists() and os.readlink(src.path("postpro")) == POSTPRO
+    assert finalize_state(src.root) == "finalized" and not world.destination().root.exists()
+
+
+def test_luigi_knows_the_finalize_task() -> None:
+    code = "import tasks; from luigi.task_register import Register; print(sorted(Register.task_names()))"
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'Finalize'" in names
