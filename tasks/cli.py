@@ -1,4 +1,4 @@
-"""`wisc-sort`: the command line (segments, sort, refresh-cache, demo), with the lab's flag spellings too."""
+"""`wisc-sort`: the command line (segments, sort, refresh-cache, images, demo), lab flag spellings too."""
 
 from __future__ import annotations
 
@@ -53,6 +53,23 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default=None, help="local (default) or docker; or [wisc] executor")
 
 
+def _add_images(sub) -> None:
+    images = sub.add_parser("images", help="build the step images (Dockerfile.si, Dockerfile.ks25)")
+    actions = images.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    build = actions.add_parser("build", help="docker build one image; names and tags from luigi.cfg [wisc]")
+    build.add_argument("kind", choices=("si", "ks25"))
+    build.add_argument("--variant", choices=("cuda", "cpu"), default="cuda", help="cpu: torch from --wheels")
+    build.add_argument("--base-image", help="BASE_IMAGE build argument (e.g. from `wisc-sort images base`)")
+    build.add_argument("--wheels", type=Path, help="folder of wheels pip may use (the CPU torch wheel)")
+    build.add_argument("--ca-bundle", type=Path, help="CA bundle for pip (default: the host's, if any)")
+    build.add_argument("--no-torch", action="store_true", help="leave torch and kilosort4 out")
+    build.add_argument("--tag", help="image name:tag (default: [wisc] image_<kind>)")
+    base = actions.add_parser("base", help="a Debian base image by debootstrap (no registry)")
+    base.add_argument("--name", default="wisc-base:bookworm")
+    base.add_argument("--suite", default="bookworm")
+    actions.add_parser("list", help="the configured image names and whether this host has them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="wisc-sort", description="Reproducible spike sorting of SpikeGLX recordings.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -94,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--hypnogram-project", "--hypnogramProject", help="project holding hypnogram.htsv")
     post.add_argument("--allow-uncurated", action="store_true", help="run although units lack a phy group")
     post.add_argument("--replace-opts", action="store_true", help="replace the set's postpro_opts.yaml")
+    _add_images(sub)
 
     demo = sub.add_parser("demo", help="generate a small SpikeGLX world and run the pipeline on it")
     demo.add_argument("--folder", type=Path, default=Path("demo"))
@@ -169,6 +187,29 @@ def cmd_sort(args: argparse.Namespace) -> int:
     return run_sortings(_paths(args), _targets(args), args)
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    from tasks import images
+
+    if args.action == "base":
+        print(f"{args.name}: {images.make_base_image(args.name, args.suite)}")
+    elif args.action == "build":
+        ca_bundle = args.ca_bundle if args.ca_bundle is not None else images.DEFAULT_CA_BUNDLE
+        tag, image = images.build_image(
+            args.kind, args.variant, args.base_image, args.wheels, ca_bundle, args.tag, not args.no_torch
+        )
+        print(f"built {tag}: {image}")
+    else:
+        from tasks.docker_executor import image_id
+
+        for kind in images.KINDS:
+            name = images.image_name(kind)
+            try:
+                print(f"{kind}: {name} {image_id(name)}")
+            except UserError as err:
+                print(f"{kind}: {name} missing ({err})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.runner import run_demo
 
@@ -191,6 +232,7 @@ COMMANDS = {
     "segments": cmd_segments,
     "sort": cmd_sort,
     "refresh-cache": cmd_refresh_cache,
+    "images": cmd_images,
     "demo": cmd_demo,
     "postpro": cmd_postpro,
 }

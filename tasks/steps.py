@@ -187,12 +187,15 @@ class Expected:
     signature: str
     options: dict
     upstream: dict[str, str]
+    environment: str = ""
 
 
 def expected(sorting: SortingDir, step: str, environment: str = "") -> Expected:
     """The signature a step must carry now, from opts.yaml and segments.htsv alone.
 
-    `environment` (e.g. an image digest) joins every signature, so a new image reruns its steps.
+    `environment` (the docker executor's image id) joins the step's own signature, so a new image reruns
+    every step it runs; upstream signatures leave it out, so outputs made in another environment still
+    count as inputs to a step that accepts any environment (the local executor).
     """
     opts, segments_sig = load_inputs(sorting)
     return _expected(opts, segments_sig, step, environment)
@@ -202,7 +205,7 @@ def _expected(opts: Options, segments_sig: str, step: str, environment: str) -> 
     if step == "segments":
         return Expected("segments", segments_sig, {}, {})
     spec = STEPS[step]
-    upstream = {u: _expected(opts, segments_sig, u, environment).signature for u in spec.upstream(opts)}
+    upstream = {u: _expected(opts, segments_sig, u, "").signature for u in spec.upstream(opts)}
     subset = spec.options(opts)
     payload = {
         "step": step,
@@ -211,4 +214,4 @@ def _expected(opts: Options, segments_sig: str, step: str, environment: str) -> 
         "upstream": upstream,
         "environment": environment,
     }
-    return Expected(step, digest(payload), subset, upstream)
+    return Expected(step, digest(payload), subset, upstream, environment)
