@@ -47,15 +47,17 @@ probe = read_probeinterface(root / "preprocessed_si_probe.json")
 n_ch = probe.get_contact_count()
 rate = float(read_segments(root / "segments.htsv")["imSampRate"].iloc[0])
 rec = BinaryRecordingExtractor([so / "recording.dat"], rate, "int16", n_ch, is_filtered=True)
-rec = rec.set_probegroup(probe)
+rec.set_probegroup(probe)
+rec.set_channel_gains(1.0)  # as the step does for recording.dat without microvolts
+rec.set_channel_offsets(0.0)
 sorting = read_phy(so, load_all_cluster_properties=False).remove_empty_units()
 a = opts["analyzer"]
 an = create_sorting_analyzer(sorting, rec, format="binary_folder", folder=out / "analyzer", sparse=True,
-                             return_in_uV=False, overwrite=True, **a["sparsity"], **job)
+                             return_in_uV=True, overwrite=True, **a["sparsity"], **job)
 an.compute("random_spikes", **a["random_spikes"])
 an.compute("waveforms", **a["waveforms"], **job)
 an.compute("templates", **a["waveforms"])
-an.compute("noise_levels", **a["noise_levels"], **job)
+an.compute("noise_levels", random_slices_kwargs=a["noise_levels"], **job)
 for name, params in opts["extensions"].items():
     an.compute(name, **(params or {{}}), **job)
 q = opts["quality_metrics"]
