@@ -89,8 +89,13 @@ def test_old_format_translates_to_the_new_defaults(kind: str) -> None:
     old = O.load_sorting_options(OLD / f"sorting_{kind}_old.yaml")
     new = O.load_sorting_options(OPTS / f"sorting_{kind}_df.yaml")
     # Everything but the (kept, ignored) sorter_path says the same as the shipped new-format file.
-    # The new files also fix the whitening seed (the old fork drew random chunks on every run).
-    assert O.diff_options(old.data, new.data) == ["preprocessing[4].step_params.seed", "sorting.sorter_path"]
+    # The new files also fix the whitening seed (the old fork drew random chunks on every run) and set
+    # Kilosort v2.5.2's batch NT = 64*1024 - ntbuff (the fix for spike holes at batch edges).
+    assert O.diff_options(old.data, new.data) == [
+        "preprocessing[4].step_params.seed",
+        "sorting.sorter_path",
+        "sorting.sorter_params.NT",
+    ]
     assert "drift_correction.motion_params.bin_duration_s -> estimate_motion_kwargs.bin_s" in old.translations
     assert (
         "drift_correction.motion_params.win_sigma_um -> estimate_motion_kwargs.win_scale_um"
