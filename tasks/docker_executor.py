@@ -118,6 +118,10 @@ class DockerGuard:
 class DockerExecutor(Executor):
     name = "docker"
 
+    def __init__(self, user: str | None = None) -> None:
+        # The invoking user: files the step writes are theirs, and root in a container never is.
+        self.user = user or f"{os.getuid()}:{os.getgid()}"
+
     @staticmethod
     def image_for(step: str, opts: dict) -> tuple[str, str]:
         name = image_name(image_kind(step, opts))
@@ -162,7 +166,7 @@ class DockerExecutor(Executor):
             image,
             command,
             name=name,
-            user=f"{os.getuid()}:{os.getgid()}",
+            user=self.user,
             environment=env,
             volumes=volumes,
             device_requests=device_requests,
