@@ -167,6 +167,7 @@ def run_postpro_cli(paths, targets: list, args) -> int:
     from tasks.inputs import sorting_dir
     from tasks.runner import build, executor_name
 
+    get_executor(executor_name(args)).check(["postpro"], [{}])  # the engine up, the si image there
     tasks = []
     for target in targets:
         sorting = sorting_dir(paths, target)
