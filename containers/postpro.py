@@ -59,6 +59,9 @@ def load_sorting(sorter_output: Path):
     from spikeinterface.extractors import read_phy
 
     sorting = read_phy(sorter_output, load_all_cluster_properties=False)
+    # With cluster_si_unit_ids.tsv (SpikeInterface's phy export) read_phy names units by the sorter's
+    # ids; metrics.csv and curation speak phy's cluster_id.
+    sorting = sorting.rename_units(np.asarray(sorting.get_property("original_cluster_id")).astype("int64"))
     return sorting.remove_empty_units()
 
 
@@ -115,11 +118,15 @@ def sorter_amplitude_cutoff(
         ok = inside >= 0
         ok[ok] = times[ok] < intervals[inside[ok], 1]
         clusters, amplitudes = clusters[ok], amplitudes[ok]
+    # One sort, then a slice per unit: a day of recording has 1e8 spikes and hundreds of units.
+    order = np.argsort(clusters, kind="stable")
+    by_unit = clusters[order]
     values = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for unit in unit_ids:
-            amps = amplitudes[clusters == unit]
+            first, last = np.searchsorted(by_unit, unit, "left"), np.searchsorted(by_unit, unit, "right")
+            amps = amplitudes[order[first:last]]
             if amps.size and np.median(amps) < 0:
                 amps = -amps
             values[unit] = amplitude_cutoff(amps, **params) if amps.size else np.nan

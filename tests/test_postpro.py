@@ -41,10 +41,6 @@ def setup_world(demo_world, sorted_sorting, tmp_path, opts: dict | None = None):
     hyp_dir = tmp_path / "hyp" / EXPERIMENT / SUBJECT
     hyp_dir.mkdir(parents=True)
     hypnogram_rows(sorting).to_csv(hyp_dir / "hypnogram.htsv", sep="\t", index=False)
-    projects = demo_world.projects_file(tmp_path)
-    projects.write_text(
-        projects.read_text() + f"---\nproject: hyp\nproject_directory: {tmp_path / 'hyp'}\n...\n"
-    )
     opts_path = tmp_path / "postpro_demo.yaml"
     opts_path.write_text(yaml.safe_dump(opts or yaml.safe_load(DEMO_POSTPRO.read_text()), sort_keys=False))
     return sorting, opts_path
@@ -53,6 +49,10 @@ def setup_world(demo_world, sorted_sorting, tmp_path, opts: dict | None = None):
 def postpro(demo_world, tmp_path, opts_path, *extra: str) -> int:
     argv = demo_world.argv(tmp_path, "--opts", str(opts_path), "--hypnogram-project", "hyp", *extra)
     argv[0] = "postpro"
+    projects = tmp_path / "projects.yaml"  # argv() rewrote it: add the hypnogram project again
+    projects.write_text(
+        projects.read_text() + f"---\nproject: hyp\nproject_directory: {tmp_path / 'hyp'}\n...\n"
+    )
     saved = dict(os.environ)
     try:
         return main(argv)
@@ -65,6 +65,7 @@ def finished(pset: PostproSet) -> dict[str, str]:
     return {
         p.name: json.loads(p.read_text())["finished"]
         for p in pset.sorting.pipeline.glob(f"{pset.step}.*.json")
+        if not p.name.endswith(".progress.json")
     }
 
 
@@ -123,7 +124,7 @@ def test_postpro_metrics_per_state_by_hand_and_stage_aware_reruns(
     opts["extensions"]["template_metrics"] = {"upsampling_factor": 5}
     pset.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
     assert postpro_status(sorting, "postpro_demo") == "stale"
-    assert postpro(demo_world, tmp_path, pset.opts) == 0
+    assert postpro(demo_world, tmp_path, pset.opts, "--allow-uncurated") == 0
     after = finished(pset)
     rerun = sorted(k.split(".")[-2] for k in after if after[k] != before[k])
     assert rerun == ["template_metrics"]
