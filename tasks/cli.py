@@ -105,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     post = sub.add_parser("postpro", help="postprocess a sorting: gate, analyzer, metrics (per state), plots")
     _add_target(post)
     _add_run(post)
-    post.add_argument(
-        "--opts", "--optionsPath", type=Path, required=True, help="e.g. opts/postpro_chronic_df.yaml"
+    which = post.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--opts", "--optionsPath", type=Path, help="first run: e.g. opts/postpro_chronic_df.yaml"
+    )
+    which.add_argument(
+        "--postpro", "--postproName", metavar="NAME", help="rerun set NAME from its own postpro_opts.yaml"
     )
     post.add_argument("--hypnogram-project", "--hypnogramProject", help="project holding hypnogram.htsv")
     post.add_argument("--allow-uncurated", action="store_true", help="run although units lack a phy group")

@@ -20,7 +20,7 @@ from tasks.options import diff_options, dump_options
 from tasks.pipeline import Sort, SortingTask
 from tasks.postpro_options import load_postpro_options, parse_postpro_options
 from tasks.postpro_state import postpro_status
-from tasks.postpro_steps import PostproSet
+from tasks.postpro_steps import OPTS_FILE, PostproSet
 from tasks.projects import load_projects, project_dir
 
 
@@ -71,6 +71,10 @@ def setup_postpro(
     """
     if opts_file is None and name is None:
         raise UserError("pass --opts FILE (e.g. opts/postpro_chronic_df.yaml)")
+    if opts_file is not None and Path(opts_file).name == OPTS_FILE:
+        name = Path(opts_file).parent.name  # a set's own copy, passed back: that set, as it is now
+        if Path(opts_file).resolve() == PostproSet(sorting, name).opts.resolve():
+            opts_file = None
     pset = PostproSet(sorting, name or Path(opts_file).stem)
     setup = PostproSetup(pset)
     new = load_postpro_options(opts_file) if opts_file is not None else None
@@ -174,7 +178,9 @@ def run_postpro_cli(paths, targets: list, args) -> int:
         hyp = resolve_hypnogram(args.hypnogram_project, target.experiment, target.subject)
         if sorting.sorter_output.joinpath("spike_clusters.npy").exists():  # else the sort runs first
             require_curated(sorting.sorter_output, args.allow_uncurated)
-        setup = setup_postpro(sorting, args.opts, replace_opts=args.replace_opts, hypnogram=hyp)
+        setup = setup_postpro(
+            sorting, args.opts, name=args.postpro, replace_opts=args.replace_opts, hypnogram=hyp
+        )
         print(f"== postprocessing {setup.pset.folder} ({postpro_status(sorting, setup.pset.name)})")
         for message in setup.messages:
             print(message)
@@ -221,5 +227,6 @@ def run_demo_postpro(paths, target, args) -> int:
         **{**vars(args), "opts": Path(__file__).resolve().parents[1] / "opts" / "postpro_demo.yaml"},
         hypnogram_project="shared",
         allow_uncurated=True,
+        postpro=None,
     )
     return run_postpro_cli(paths, [target], post_args)

@@ -47,7 +47,13 @@ def setup_world(demo_world, sorted_sorting, tmp_path, opts: dict | None = None):
 
 
 def postpro(demo_world, tmp_path, opts_path, *extra: str) -> int:
-    argv = demo_world.argv(tmp_path, "--opts", str(opts_path), "--hypnogram-project", "hyp", *extra)
+    """`wisc-sort postpro --opts FILE`, or `--postpro NAME` when given a set's own postpro_opts.yaml."""
+    which = (
+        ["--postpro", opts_path.parent.name]
+        if opts_path.name == "postpro_opts.yaml"
+        else ["--opts", str(opts_path)]
+    )
+    argv = demo_world.argv(tmp_path, *which, "--hypnogram-project", "hyp", *extra)
     argv[0] = "postpro"
     projects = tmp_path / "projects.yaml"  # argv() rewrote it: add the hypnogram project again
     projects.write_text(
