@@ -60,6 +60,7 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
     kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "CRITICAL"}
     if args.scheduler_url:
         kwargs["scheduler_url"] = args.scheduler_url
+        reenable_for_rerun(args.scheduler_url, tasks)
     else:
         ensure_local_resources()
         kwargs["local_scheduler"] = True
@@ -71,6 +72,18 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
     for line in failures:
         print(f"wisc-sort: error: {' '.join(line.split())}", file=sys.stderr)
     return result.status in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+def reenable_for_rerun(scheduler_url: str, tasks: list[luigi.Task]) -> None:
+    """luigid disables a failed task (retry_count = 1) for a day; running the command again is a new try."""
+    from tasks.scheduler import reenable_disabled
+
+    try:
+        ids = reenable_disabled(scheduler_url, tasks)
+    except OSError:
+        return  # luigid unreachable: luigi.build reports it
+    if ids:
+        print(f"re-enabled {len(ids)} task(s) that failed in an earlier run: {', '.join(ids)}")
 
 
 def executor_name(args: argparse.Namespace) -> str:

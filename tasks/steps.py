@@ -161,6 +161,10 @@ def digest(obj: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# libyaml's loader when built in: 10x faster on an options file (`wisc-sort status` reads hundreds).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _stamp(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_mtime_ns, st.st_size
@@ -168,7 +172,7 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 @lru_cache(maxsize=256)
 def _read_inputs(opts_path: Path, opts_stamp: tuple, segments_path: Path, segments_stamp: tuple):
-    opts = yaml.safe_load(opts_path.read_text()) or {}
+    opts = yaml.load(opts_path.read_text(), Loader=_SAFE_LOADER) or {}
     segments_sig = hashlib.sha256(segments_path.read_bytes()).hexdigest()[:16]
     return opts, segments_sig
 
