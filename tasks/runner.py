@@ -16,6 +16,7 @@ from tasks.gpu import gpu_resource_name, setting, visible_devices
 from tasks.inputs import Resolved, Target, resolve
 from tasks.layout import SortingDir
 from tasks.pipeline import Pipeline, Preprocess
+from tasks.scheduler import client_scheduler_url
 from tasks.segments import format_summary
 from tasks.sorting_setup import prepare_sorting
 
@@ -58,9 +59,10 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
             config.add_section("worker")
         config.set("worker", "keep_alive", "true")
     kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "CRITICAL"}
-    if args.scheduler_url:
-        kwargs["scheduler_url"] = args.scheduler_url
-        reenable_for_rerun(args.scheduler_url, tasks)
+    scheduler_url = client_scheduler_url(args)
+    if scheduler_url:
+        kwargs["scheduler_url"] = scheduler_url
+        reenable_for_rerun(scheduler_url, tasks)
     else:
         ensure_local_resources()
         kwargs["local_scheduler"] = True

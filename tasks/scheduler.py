@@ -280,3 +280,15 @@ def reenable_disabled(scheduler_url: str, roots: list) -> list[str]:
     for task_id in ids:
         api.call("re_enable_task", task_id=task_id)
     return ids
+
+
+def client_scheduler_url(args: object) -> str | None:
+    """Where `wisc-sort sort` sends its tasks: --scheduler-url, else luigi.cfg `[core] default_scheduler_url`
+    when set (unless --local-scheduler, and never for the demo), else None: the local scheduler."""
+    url = getattr(args, "scheduler_url", None)
+    if url or getattr(args, "local_scheduler", False) or getattr(args, "command", "") == "demo":
+        return url
+    config = luigi.configuration.get_config()
+    if config.has_option("core", "default_scheduler_url"):
+        return str(config.get("core", "default_scheduler_url")).strip() or None
+    return None
