@@ -85,7 +85,7 @@ class StandInGpuSortReportsBatches(GpuTaskMixin, luigi.Task):
     recording = luigi.ChoiceParameter(choices=list(KEPT_HOURS))
     out_dir = luigi.Parameter()
     batches = luigi.IntParameter(default=40)
-    batch_s = luigi.FloatParameter(default=0.5, significant=False)
+    batch_s = luigi.FloatParameter(default=1.0, significant=False)
 
     def gpu_units_needed(self) -> int:
         return gpu_units("kilosort2_5", KEPT_HOURS[self.recording])

@@ -77,6 +77,21 @@ def page_text(driver, tab: str, needles: list[str], timeout_s: float = 30) -> st
     )
 
 
+def status_dialog(driver, display_name: str, expected: str, png: str) -> str:
+    """Open the task list, click the task's status-message button, wait for `expected` in the dialog."""
+    page_text(driver, "tasks", ["StandInGpuSortReportsBatches"])
+    buttons = driver.find_elements("css selector", "button.statusMessage")
+    button = next(b for b in buttons if b.get_attribute("data-display-name") == display_name)
+    button.click()
+    text = wait_for(
+        lambda: (t := driver.find_element("id", "statusMessageModal").text) and expected in t and t,
+        30,
+        f"{expected!r} in the status dialog of {display_name}",
+    )
+    driver.save_screenshot(str(ARTIFACTS / png))
+    return text
+
+
 def test_visualiser_shows_pipeline_progress_and_gpu(demo_world, first_run, tmp_path, scheduler_factory):
     server = scheduler_factory(watch_interval=1)
     url = server.url + "/"
@@ -118,6 +133,11 @@ def test_visualiser_shows_pipeline_progress_and_gpu(demo_world, first_run, tmp_p
         # Then through the page, as a person sees it.
         page_text(driver, "tasks", ["StandInGpuSortReportsBatches", "MotionClean"])
         driver.save_screenshot(str(ARTIFACTS / "visualiser-tasks.png"))
+        # The status line of each stand-in, in the dialog its comment button opens.
+        name = moving[0]["display_name"]
+        text = status_dialog(driver, name, "sorting: batch ", "visualiser-sorting-status.png")
+        assert "%" in text
+        status_dialog(driver, waiting[0]["display_name"], WAITING, "visualiser-waiting-status.png")
         page_text(driver, "workers", ["StandInGpuSortReportsBatches", "%"])
         bars = driver.find_elements("css selector", ".taskProgressBar")
         assert bars and any(b.text.endswith("%") for b in bars), [b.text for b in bars]
@@ -127,7 +147,7 @@ def test_visualiser_shows_pipeline_progress_and_gpu(demo_world, first_run, tmp_p
         driver.execute_script(expand)  # show each resource's running tasks
         time.sleep(0.5)
         driver.save_screenshot(str(ARTIFACTS / "visualiser-resources.png"))
-        print(f"screenshots: {ARTIFACTS}/visualiser-{{tasks,workers,resources}}.png")
+        print(f"screenshots: {sorted(str(p) for p in ARTIFACTS.glob('visualiser-*.png'))}")
 
         assert pipeline.wait(timeout=300) == 0, (tmp_path / "pipeline.log").read_text()[-3000:]
         for worker in standins:
