@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ from tasks.layout import SortingDir
 UNKNOWN = "?"  # a fact this install cannot compute (the module providing it is not there)
 
 
+@functools.cache  # a failed import is not cached by Python: it would search sys.path for every sorting
 def _optional(module: str, name: str) -> Callable | None:
     """A function of another branch's module, or None until that module exists."""
     try:
@@ -81,12 +83,15 @@ def _step_states(sorting: SortingDir) -> dict[str, str]:
     opts, _ = load_inputs(sorting)
     states = {}
     for step in (*prepro_steps(opts), "recording_dat", "sort"):
-        recorded = read_manifest(sorting, step) or {}
-        # A step run in an image carries the image in its signature: check it against what it ran in.
-        state = status(sorting, step, str(recorded.get("environment", "")))
-        if step == "recording_dat" and state == "partial" and recorded:
-            if not sorting.path("si_output/sorter_output/recording.dat").exists():
-                state = "deleted"
+        state = status(sorting, step)
+        if state == "stale":
+            # A step run in an image carries the image in its signature: check it against what it ran in.
+            environment = (read_manifest(sorting, step) or {}).get("environment")
+            if environment:
+                state = status(sorting, step, str(environment))
+        elif state == "partial" and step == "recording_dat" and sorting.manifest(step).exists():
+            if not (sorting.sorter_output / "recording.dat").exists():
+                state = "deleted"  # by finalize, the only thing allowed to delete it
         states[step] = state
     return states
 

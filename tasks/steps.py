@@ -170,9 +170,15 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
+@lru_cache(maxsize=64)
+def _parse_options(text: str) -> Options:
+    """Most sortings carry the same options text (a lab default): parse each distinct text once."""
+    return yaml.load(text, Loader=_SAFE_LOADER) or {}
+
+
 @lru_cache(maxsize=256)
 def _read_inputs(opts_path: Path, opts_stamp: tuple, segments_path: Path, segments_stamp: tuple):
-    opts = yaml.load(opts_path.read_text(), Loader=_SAFE_LOADER) or {}
+    opts = _parse_options(opts_path.read_text())
     segments_sig = hashlib.sha256(segments_path.read_bytes()).hexdigest()[:16]
     return opts, segments_sig
 
@@ -197,16 +203,19 @@ def expected(sorting: SortingDir, step: str, environment: str = "") -> Expected:
     """The signature a step must carry now, from opts.yaml and segments.htsv alone.
 
     `environment` (e.g. an image digest) joins every signature, so a new image reruns its steps.
+    Cached on the two files' (mtime, size), like `load_inputs`: treat the result as read-only.
     """
-    opts, segments_sig = load_inputs(sorting)
-    return _expected(opts, segments_sig, step, environment)
+    inputs = (sorting.opts, _stamp(sorting.opts), sorting.segments, _stamp(sorting.segments))
+    return _expected(inputs, step, environment)
 
 
-def _expected(opts: Options, segments_sig: str, step: str, environment: str) -> Expected:
+@lru_cache(maxsize=4096)
+def _expected(inputs: tuple, step: str, environment: str) -> Expected:
+    opts, segments_sig = _read_inputs(*inputs)
     if step == "segments":
         return Expected("segments", segments_sig, {}, {})
     spec = STEPS[step]
-    upstream = {u: _expected(opts, segments_sig, u, environment).signature for u in spec.upstream(opts)}
+    upstream = {u: _expected(inputs, u, environment).signature for u in spec.upstream(opts)}
     subset = spec.options(opts)
     payload = {
         "step": step,
