@@ -38,6 +38,7 @@ STEP_MODULES = {
     **{name: "containers.prepro_steps" for name in PREPRO_STEPS},
     "recording_dat": "containers.recording_dat",
     "sort": "containers.sorting",
+    "postpro": "containers.postpro",  # `postpro.<NAME>`: every stage of one postprocessing set
 }
 
 
@@ -51,6 +52,10 @@ def step_function(step: str) -> StepFunction:
 
 
 def run_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
+    if step.startswith("postpro."):
+        from containers.postpro import run_postpro_step
+
+        return run_postpro_step(step, sorting_dir, n_jobs)
     sorting = SortingDir(Path(sorting_dir).resolve())
     if step not in STEPS:
         raise UserError(f"unknown step {step!r}; known steps: {', '.join(STEPS)}")

@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     refresh = sub.add_parser("refresh-cache", help="rescan every subject's SpikeGLX files into the cache")
     _add_paths(refresh)
 
+    post = sub.add_parser("postpro", help="postprocess a sorting: gate, analyzer, metrics (per state), plots")
+    _add_target(post)
+    _add_run(post)
+    post.add_argument(
+        "--opts", "--optionsPath", type=Path, required=True, help="e.g. opts/postpro_chronic_df.yaml"
+    )
+    post.add_argument("--hypnogram-project", "--hypnogramProject", help="project holding hypnogram.htsv")
+    post.add_argument("--allow-uncurated", action="store_true", help="run although units lack a phy group")
+    post.add_argument("--replace-opts", action="store_true", help="replace the set's postpro_opts.yaml")
+
     demo = sub.add_parser("demo", help="generate a small SpikeGLX world and run the pipeline on it")
     demo.add_argument("--folder", type=Path, default=Path("demo"))
     demo.add_argument("--duration", type=float, default=120.0, help="seconds of generated recording")
@@ -186,6 +196,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return print_status(args)
 
 
+def cmd_postpro(args: argparse.Namespace) -> int:
+    from tasks.postpro_tasks import run_postpro_cli
+
+    return run_postpro_cli(_paths(args), _targets(args), args)
+
+
 COMMANDS = {
     "segments": cmd_segments,
     "sort": cmd_sort,
@@ -193,6 +209,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "scheduler": cmd_scheduler,
     "status": cmd_status,
+    "postpro": cmd_postpro,
 }
 
 

@@ -155,6 +155,9 @@ def run_demo(args: argparse.Namespace) -> int:
     status = run_sortings(paths, [target], run_args)
     if status == 0:
         report_demo_truth(folder, resolve(paths, target).sorting)
+        from tasks.postpro_tasks import run_demo_postpro
+
+        status = run_demo_postpro(paths, target, run_args)
     return status
 
 

@@ -28,6 +28,21 @@ def test_demo_sorts_and_reports_ground_truth_then_reruns_nothing(tmp_path):
     # 15 s kept of 384 channels is little for a sorter (~100 spikes per unit): a loose floor.
     assert gradable > 0 and well_sorted >= 0.25 * gradable
 
+    # Postprocessing: auto pre-labels (no human curates a demo), a hypnogram, metrics per state.
+    assert "hypnogram for the demo" in out and "auto pre-labels" in out
+    metrics_csv = re.search(r"metrics: (\S+metrics.csv)", out).group(1)
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_csv(metrics_csv, index_col="cluster_id")
+    clusters = np.load(Path(metrics_csv).parents[1] / "si_output" / "sorter_output" / "spike_clusters.npy")
+    assert sorted(table.index) == sorted(np.unique(clusters))
+    for column in ("num_spikes", "firing_rate", "snr", "isi_violations_ratio", "amplitude_cutoff", "group"):
+        assert column in table
+    for state in ("NREM", "Wake", "REM"):
+        assert table[f"firing_rate_{state}"].notna().any()
+    assert set(table["group_source"]) == {"auto"}
+
     again = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing the demo world" in again.stdout
