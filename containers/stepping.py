@@ -82,4 +82,6 @@ def run_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
     # What the Luigi task handed over (GPU lease time, units): recorded so the order of events can be checked.
     handed = {k[5:].lower(): v for k, v in os.environ.items() if k.startswith("WISC_LEASE_")}
     devices = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if os.environ.get("WISC_IMAGE"):  # name@id of the image this ran in (docker executor)
+        devices["image"] = os.environ["WISC_IMAGE"]
     write_manifest(sorting, exp, started, {"n_jobs": n_jobs, **handed, **devices, **ctx.extra})

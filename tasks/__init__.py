@@ -3,6 +3,7 @@
 import os
 import sys
 
+from tasks.finalize_task import Finalize  # noqa: F401  (the end of the DAG)
 from tasks.pipeline import (  # noqa: F401  (registers the tasks for `luigi --module tasks`)
     Motion,
     MotionClean,

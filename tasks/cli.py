@@ -1,4 +1,4 @@
-"""`wisc-sort`: the command line (segments, sort, refresh-cache, demo, scheduler, status); lab spellings."""
+"""`wisc-sort`: the command line (segments, sort, postpro, finalize, images, demo, scheduler, status, ...)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,23 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default=None, help="local (default) or docker; or [wisc] executor")
 
 
+def _add_images(sub) -> None:
+    images = sub.add_parser("images", help="build the step images (Dockerfile.si, Dockerfile.ks25)")
+    actions = images.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    build = actions.add_parser("build", help="docker build one image; names and tags from luigi.cfg [wisc]")
+    build.add_argument("kind", choices=("si", "ks25"))
+    build.add_argument("--variant", choices=("cuda", "cpu"), default="cuda", help="cpu: torch from --wheels")
+    build.add_argument("--base-image", help="BASE_IMAGE build argument (e.g. from `wisc-sort images base`)")
+    build.add_argument("--wheels", type=Path, help="folder of wheels pip may use (the CPU torch wheel)")
+    build.add_argument("--ca-bundle", type=Path, help="CA bundle for pip (default: the host's, if any)")
+    build.add_argument("--no-torch", action="store_true", help="leave torch and kilosort4 out")
+    build.add_argument("--tag", help="image name:tag (default: [wisc] image_<kind>)")
+    base = actions.add_parser("base", help="a Debian base image by debootstrap (no registry)")
+    base.add_argument("--name", default="wisc-base:bookworm")
+    base.add_argument("--suite", default="bookworm")
+    actions.add_parser("list", help="the configured image names and whether this host has them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="wisc-sort", description="Reproducible spike sorting of SpikeGLX recordings.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -94,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--hypnogram-project", "--hypnogramProject", help="project holding hypnogram.htsv")
     post.add_argument("--allow-uncurated", action="store_true", help="run although units lack a phy group")
     post.add_argument("--replace-opts", action="store_true", help="replace the set's postpro_opts.yaml")
+    _add_images(sub)
 
     demo = sub.add_parser("demo", help="generate a small SpikeGLX world and run the pipeline on it")
     demo.add_argument("--folder", type=Path, default=Path("demo"))
@@ -101,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="regenerate the demo world")
     _add_run(demo)
     demo.set_defaults(n_jobs=min(os.cpu_count() or 1, 4))
+    _add_finalize(sub)
 
     scheduler = sub.add_parser("scheduler", help="start the lab's central luigid (loopback, history, GPUs)")
     scheduler.add_argument("--address", help="listen address (default: [wisc_scheduler] address, 127.0.0.1)")
@@ -117,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--subject", help="only this subject")
     status.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
+
+
+def _add_finalize(sub) -> None:
+    fin = sub.add_parser("finalize", help="delete recording.dat, link postpro, move the sorting home")
+    _add_target(fin)
+    fin.add_argument("--postpro", "--postproName", required=True, metavar="NAME", help="postprocessing set")
+    fin.add_argument("--to", "--toProject", default="shared", metavar="PROJECT", help="default: shared")
+    fin.add_argument("--keep-recording-dat", "--keep_recording_dat", action="store_true", help="move it too")
+    fin.add_argument("--dry-run", "--dry_run", action="store_true", help="print the plan, change nothing")
 
 
 def _paths(args: argparse.Namespace):
@@ -174,6 +202,29 @@ def cmd_sort(args: argparse.Namespace) -> int:
     return run_sortings(_paths(args), _targets(args), args)
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    from tasks import images
+
+    if args.action == "base":
+        print(f"{args.name}: {images.make_base_image(args.name, args.suite)}")
+    elif args.action == "build":
+        ca_bundle = args.ca_bundle if args.ca_bundle is not None else images.DEFAULT_CA_BUNDLE
+        tag, image = images.build_image(
+            args.kind, args.variant, args.base_image, args.wheels, ca_bundle, args.tag, not args.no_torch
+        )
+        print(f"built {tag}: {image}")
+    else:
+        from tasks.docker_executor import image_id
+
+        for kind in images.KINDS:
+            name = images.image_name(kind)
+            try:
+                print(f"{kind}: {name} {image_id(name)}")
+            except UserError as err:
+                print(f"{kind}: {name} missing ({err})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.runner import run_demo
 
@@ -202,15 +253,23 @@ def cmd_postpro(args: argparse.Namespace) -> int:
     return run_postpro_cli(_paths(args), _targets(args), args)
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from tasks.finalize_task import run_finalize_cli
+
+    return run_finalize_cli(_paths(args), _targets(args), args)
+
+
 COMMANDS = {
     "segments": cmd_segments,
     "sort": cmd_sort,
     "refresh-cache": cmd_refresh_cache,
+    "images": cmd_images,
     "demo": cmd_demo,
     "scheduler": cmd_scheduler,
     "status": cmd_status,
     "postpro": cmd_postpro,
 }
+COMMANDS["finalize"] = cmd_finalize
 
 
 def main(argv: list[str] | None = None) -> int:

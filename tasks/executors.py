@@ -1,4 +1,4 @@
-"""Executors run a step program (`python -m containers <step> <dir>`); `local` is a subprocess here."""
+"""Executors run a step program (`python -m containers <step> <dir>`): `local` here, `docker` in its image."""
 
 from __future__ import annotations
 
@@ -42,12 +42,16 @@ def step_lock(sorting: SortingDir, step: str) -> Iterator[None]:
         yield
 
 
-def _relay(stream, sinks: list) -> None:
+def write_sinks(chunk: bytes, sinks: list) -> None:
+    for sink in sinks:
+        sink.write(chunk)
+        sink.flush()
+
+
+def relay_stream(stream, sinks: list) -> None:
     # Raw chunks, not lines: progress bars redraw with carriage returns.
     for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
-        for sink in sinks:
-            sink.write(chunk)
-            sink.flush()
+        write_sinks(chunk, sinks)
 
 
 def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event) -> None:
@@ -62,16 +66,24 @@ def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event
             callback(float(state.get("percent", 0.0)), str(state.get("message", "")))
 
 
-class LocalExecutor:
-    """Runs the step as a subprocess of this environment: the embedded default (no Docker, no GPU)."""
+class Executor:
+    """Runs a step program under the step lock, logging to `.pipeline/<step>.log` and relaying progress.
 
-    name = "local"
+    Subclasses say how the program starts (`_execute`) and what environment its signature pins.
+    """
 
-    def command(self, step: str, sorting: SortingDir, n_jobs: int) -> list[str]:
-        return [sys.executable, "-m", "containers", step, str(sorting.root), "--n-jobs", str(n_jobs)]
+    name = ""
 
-    def environment(self, step: str) -> str:
-        return ""  # signatures do not depend on the local environment's versions (they are in manifests)
+    def environment(self, step: str, sorting: SortingDir) -> str | None:
+        """What a step's signature pins besides options and inputs; None accepts outputs made anywhere."""
+        return None
+
+    def check(self, steps: list[str], options: list[dict]) -> None:
+        """Raise UserError before anything is written when these steps cannot run with these options
+        (the engine down, an image missing)."""
+
+    def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+        raise NotImplementedError
 
     def run(
         self,
@@ -81,49 +93,71 @@ class LocalExecutor:
         on_progress: ProgressCallback | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        env = {**os.environ, **thread_env(n_jobs), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+        env = {**thread_env(n_jobs), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
         log_path = sorting.log(step)
         stop = threading.Event()
         with step_lock(sorting, step), open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                self.command(step, sorting, n_jobs),
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
             sinks = [log] + ([sys.stderr.buffer] if hasattr(sys.stderr, "buffer") else [])
-            relay = threading.Thread(target=_relay, args=(proc.stdout, sinks), daemon=True)
-            relay.start()
-            poller = None
             if on_progress is not None:
                 poller = threading.Thread(
                     target=_poll_progress, args=(sorting.progress(step), on_progress, stop), daemon=True
                 )
                 poller.start()
             try:
-                returncode = proc.wait()
+                returncode = self._execute(step, sorting, n_jobs, env, sinks)
             finally:
-                if proc.poll() is None:  # interrupted (SIGTERM, timeout): stop the step, then reap it
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
                 stop.set()
-                relay.join(timeout=5)
         if returncode != 0:
             raise StepFailed(f"step {step} of {sorting.root} failed (exit {returncode}); log: {log_path}")
 
 
-EXECUTORS = {"local": LocalExecutor}
+class LocalExecutor(Executor):
+    """Runs the step as a subprocess of this environment: the embedded default (no Docker, no GPU)."""
+
+    name = "local"
+
+    def command(self, step: str, sorting: SortingDir, n_jobs: int) -> list[str]:
+        return [sys.executable, "-m", "containers", step, str(sorting.root), "--n-jobs", str(n_jobs)]
+
+    def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+        proc = subprocess.Popen(
+            self.command(step, sorting, n_jobs),
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        relay = threading.Thread(target=relay_stream, args=(proc.stdout, sinks), daemon=True)
+        relay.start()
+        try:
+            return proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted (SIGTERM, timeout): stop the step, then reap it
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            relay.join(timeout=5)
 
 
-def get_executor(name: str):
-    try:
-        return EXECUTORS[name]()
-    except KeyError:
-        from tasks.errors import UserError
+def _docker_executor() -> Executor:
+    from tasks.docker_executor import DockerExecutor  # imports the docker SDK only when asked for
 
-        raise UserError(f"unknown executor {name!r}; known: {', '.join(EXECUTORS)}") from None
+    return DockerExecutor()
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "docker": _docker_executor}
+_instances: dict[str, Executor] = {}
+
+
+def get_executor(name: str) -> Executor:
+    """One instance per name and process: output() asks on every scheduling pass."""
+    if name not in _instances:
+        if name not in EXECUTORS:
+            from tasks.errors import UserError
+
+            raise UserError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)} (--executor)")
+        _instances[name] = EXECUTORS[name]()
+    return _instances[name]

@@ -57,6 +57,7 @@ def write_manifest(
         "signature": exp.signature,
         "options": exp.options,
         "upstream": exp.upstream,
+        "environment": exp.environment,
         "outputs": outputs,
         "versions": package_versions(),
         "host": platform.node(),
@@ -69,8 +70,10 @@ def write_manifest(
     return manifest
 
 
-def status(sorting: SortingDir, step: str, environment: str = "") -> str:
-    """'done', 'stale' (made from other options or upstream), 'partial' or 'missing'."""
+def status(sorting: SortingDir, step: str, environment: str | None = None) -> str:
+    """'done', 'stale' (made from other options or upstream), 'partial' or 'missing'.
+
+    environment: what the executor pins (an image id); None accepts the one the manifest recorded."""
     manifest = read_manifest(sorting, step)
     outputs = [sorting.path(rel) for rel in STEPS[step].outputs]
     if manifest is None:
@@ -79,6 +82,8 @@ def status(sorting: SortingDir, step: str, environment: str = "") -> str:
         recorded = manifest.get("outputs", {}).get(str(path.relative_to(sorting.root)), {})
         if not path.exists() or path.stat().st_size != recorded.get("size"):
             return "partial"
+    if environment is None:
+        environment = str(manifest.get("environment", ""))
     if manifest.get("signature") != expected(sorting, step, environment).signature:
         return "stale"
     return "done"
@@ -96,7 +101,7 @@ def describe_partial(sorting: SortingDir, step: str) -> str:
     return ", ".join(problems) or "no manifest (the run did not finish)"
 
 
-def is_complete(sorting: SortingDir, step: str, environment: str = "") -> bool:
+def is_complete(sorting: SortingDir, step: str, environment: str | None = None) -> bool:
     return (
         sorting.opts.exists() and sorting.segments.exists() and status(sorting, step, environment) == "done"
     )

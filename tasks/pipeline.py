@@ -31,7 +31,7 @@ def _sorting_dir(projects_file: Path, stamp: int, target: Target) -> SortingDir:
 class StepTarget(luigi.Target):
     """A file of the sorting directory that exists for Luigi only while its step's manifest is current."""
 
-    def __init__(self, sorting: SortingDir, step: str, relative: str, environment: str = "") -> None:
+    def __init__(self, sorting: SortingDir, step: str, relative: str, environment: str | None = None) -> None:
         self.sorting, self.step, self.relative, self.environment = sorting, step, relative, environment
         self.path = str(sorting.path(relative))
 
@@ -138,7 +138,7 @@ class StepTask(SortingTask):
         ]
 
     def output(self):
-        environment = get_executor(self.executor).environment(self.step)
+        environment = get_executor(self.executor).environment(self.step, self.sorting)
         return {
             rel: StepTarget(self.sorting, self.step, rel, environment) for rel in STEPS[self.step].outputs
         }

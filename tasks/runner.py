@@ -12,6 +12,7 @@ import luigi.configuration
 import yaml
 
 from tasks.config import Paths, export_paths
+from tasks.executors import get_executor
 from tasks.gpu import gpu_resource_name, setting, visible_devices
 from tasks.inputs import Resolved, Target, resolve
 from tasks.layout import SortingDir
@@ -19,6 +20,7 @@ from tasks.pipeline import Pipeline, Preprocess
 from tasks.scheduler import client_scheduler_url
 from tasks.segments import format_summary
 from tasks.sorting_setup import prepare_sorting
+from tasks.steps import STEPS
 
 OPTS_DIR = Path(__file__).resolve().parents[1] / "opts"
 
@@ -92,8 +94,20 @@ def executor_name(args: argparse.Namespace) -> str:
     return args.executor or luigi.configuration.get_config().get("wisc", "executor", "local")
 
 
+def options_in_force(sorting: SortingDir, opts_file: Path | None, replace: bool) -> dict:
+    """The options a run will use: the sorting's opts.yaml, or the file given for a first run or a replace."""
+    source = opts_file if (replace or not sorting.opts.exists()) else sorting.opts
+    if source is None or not Path(source).exists():
+        return {}  # prepare_sorting names the missing file
+    return yaml.safe_load(Path(source).read_text()) or {}
+
+
 def run_sortings(paths: Paths, targets: list[Target], args: argparse.Namespace) -> int:
     resolved = [resolve(paths, t) for t in targets]  # every input checked before anything is written
+    executor = executor_name(args)
+    steps = [s for s in STEPS if s != "sort"] if args.prepro_only else list(STEPS)
+    in_force = [options_in_force(item.sorting, args.opts, args.replace_opts) for item in resolved]
+    get_executor(executor).check(steps, in_force)  # the engine up, the images there
     roots = []
     for item in resolved:
         report = prepare_sorting(item, args.opts, args.replace_opts, args.refresh_segments)
@@ -101,7 +115,7 @@ def run_sortings(paths: Paths, targets: list[Target], args: argparse.Namespace) 
         for message in report.messages:
             print(message)
         roots.append(item.sorting)
-    common = {"n_jobs": args.n_jobs, "executor": executor_name(args)}
+    common = {"n_jobs": args.n_jobs, "executor": executor}
     if not args.prepro_only:
         common["discard_curation"] = args.discard_curation
     root_task = Preprocess if args.prepro_only else Pipeline

@@ -77,19 +77,14 @@ def _top_level_bytes(folder: Path, skip: tuple[str, ...] = ()) -> int:
 def _step_states(sorting: SortingDir) -> dict[str, str]:
     """manifest.status for each step that the sorting's options call for (recording.dat that a
     finalize removed reads "deleted", not "partial")."""
-    from tasks.manifest import read_manifest, status
+    from tasks.manifest import status
     from tasks.steps import load_inputs, prepro_steps
 
     opts, _ = load_inputs(sorting)
     states = {}
     for step in (*prepro_steps(opts), "recording_dat", "sort"):
-        state = status(sorting, step)
-        if state == "stale":
-            # A step run in an image carries the image in its signature: check it against what it ran in.
-            environment = (read_manifest(sorting, step) or {}).get("environment")
-            if environment:
-                state = status(sorting, step, str(environment))
-        elif state == "partial" and step == "recording_dat" and sorting.manifest(step).exists():
+        state = status(sorting, step)  # checked against the environment (image) the step ran in
+        if state == "partial" and step == "recording_dat" and sorting.manifest(step).exists():
             if not (sorting.sorter_output / "recording.dat").exists():
                 state = "deleted"  # by finalize, the only thing allowed to delete it
         states[step] = state

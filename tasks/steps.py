@@ -197,12 +197,15 @@ class Expected:
     signature: str
     options: dict
     upstream: dict[str, str]
+    environment: str = ""
 
 
 def expected(sorting: SortingDir, step: str, environment: str = "") -> Expected:
     """The signature a step must carry now, from opts.yaml and segments.htsv alone.
 
-    `environment` (e.g. an image digest) joins every signature, so a new image reruns its steps.
+    `environment` (the docker executor's image id) joins the step's own signature, so a new image reruns
+    every step it runs; upstream signatures leave it out, so outputs made in another environment still
+    count as inputs to a step that accepts any environment (the local executor).
     Cached on the two files' (mtime, size), like `load_inputs`: treat the result as read-only.
     """
     inputs = (sorting.opts, _stamp(sorting.opts), sorting.segments, _stamp(sorting.segments))
@@ -215,7 +218,7 @@ def _expected(inputs: tuple, step: str, environment: str) -> Expected:
     if step == "segments":
         return Expected("segments", segments_sig, {}, {})
     spec = STEPS[step]
-    upstream = {u: _expected(inputs, u, environment).signature for u in spec.upstream(opts)}
+    upstream = {u: _expected(inputs, u, "").signature for u in spec.upstream(opts)}
     subset = spec.options(opts)
     payload = {
         "step": step,
@@ -224,4 +227,4 @@ def _expected(inputs: tuple, step: str, environment: str) -> Expected:
         "upstream": upstream,
         "environment": environment,
     }
-    return Expected(step, digest(payload), subset, upstream)
+    return Expected(step, digest(payload), subset, upstream, environment)

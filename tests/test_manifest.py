@@ -99,12 +99,12 @@ def test_no_drift_correction_means_no_motion_steps(tmp_path):
     assert expected(sorting, "preprocessed_probe").upstream.keys() == {"segments"}
 
 
-def fake_run(sorting: SortingDir, step: str, content: bytes = b"x") -> None:
+def fake_run(sorting: SortingDir, step: str, content: bytes = b"x", environment: str = "") -> None:
     """Write a step's outputs the way the step program does (atomically), then its manifest."""
     for rel in STEPS[step].outputs:
         with atomic.atomic_path(sorting.path(rel)) as tmp:
             tmp.write_bytes(content)
-    write_manifest(sorting, expected(sorting, step), started="t0")
+    write_manifest(sorting, expected(sorting, step, environment), started="t0")
 
 
 def test_status_done_stale_partial_missing(tmp_path):
@@ -149,3 +149,16 @@ def test_remove_stale_tmp(tmp_path):
     (tmp_path / "peaks.npy").write_bytes(b"keep")
     assert len(atomic.remove_stale_tmp(tmp_path)) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["peaks.npy"]
+
+
+def test_image_pins_the_steps_it_ran_and_the_local_executor_accepts_them(tmp_path):
+    sorting = make_sorting(tmp_path)
+    fake_run(sorting, "peaks", environment="docker:sha256:aaa")
+    fake_run(sorting, "peak_locations")  # a later step run locally on the docker-made peaks
+    assert read_manifest(sorting, "peaks")["environment"] == "docker:sha256:aaa"
+    assert status(sorting, "peaks", "docker:sha256:aaa") == "done"
+    assert status(sorting, "peaks", "docker:sha256:bbb") == "stale"  # a rebuilt image reruns it
+    assert status(sorting, "peaks") == "done"  # any environment: what the manifest recorded
+    assert status(sorting, "peak_locations") == "done"  # upstream signatures leave the image out
+    edit(sorting, lambda p: p["detect_kwargs"].update(detect_threshold=9.0))
+    assert status(sorting, "peaks") == "stale" and status(sorting, "peak_locations") == "stale"
