@@ -22,6 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
+import numpy as np  # noqa: E402
+
 from benchmarks.common import RESULTS, machine_lines  # noqa: E402
 from tasks.layout import SortingDir  # noqa: E402
 from tasks.manifest import write_manifest  # noqa: E402
@@ -29,6 +31,7 @@ from tasks.status import collect  # noqa: E402
 from tasks.steps import STEPS, expected, load_inputs, prepro_steps  # noqa: E402
 
 RATE = 30000.0
+UNITS = 300  # units of a typical chronic sort
 COLUMNS = "fname type withinFileStartFrame withinFileEndFrame nSegmentSamp segmentDuration fileDuration"
 COLUMNS += " subject session imSampRate nSavedChans run gate trigger probe stream nFileSamp path"
 
@@ -63,8 +66,15 @@ def make_sorting(sorting: SortingDir, opts_text: str, kind: str, distinct: bool)
         for rel in STEPS[step].outputs:
             path = sorting.path(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"x" * 64)
+            if path.suffix == ".npy":  # loadable: curation reads the sort's spike_clusters.npy
+                np.save(path, np.repeat(np.arange(UNITS), 50))
+            else:
+                path.write_bytes(b"x" * 64)
         write_manifest(sorting, expected(sorting, step), "2026-01-01T00:00:00")
+    if kind == "done":  # curated in phy
+        labels = "".join(f"{u}\t{'good' if u % 3 else 'mua'}\n" for u in range(UNITS))
+        for name in ("cluster_info.tsv", "cluster_group.tsv"):
+            (sorting.sorter_output / name).write_text(f"cluster_id\tgroup\n{labels}")
     if kind == "stale":  # an option edited after the run
         sorting.opts.write_text(opts_text.replace("bin_s: 60.0", "bin_s: 30.0"))
 

@@ -19,6 +19,7 @@ import yaml
 from tasks.layout import SortingDir
 
 UNKNOWN = "?"  # a fact this install cannot compute (the module providing it is not there)
+PER_WORKER = 32  # sortings per process at least, before `status` forks helpers
 
 
 @functools.cache  # a failed import is not cached by Python: it would search sys.path for every sorting
@@ -215,10 +216,25 @@ def format_line(entry: SortingStatus) -> str:
     )
 
 
+def statuses(entries: list[SortingStatus], workers: int | None = None) -> Iterator[SortingStatus]:
+    """`sorting_status` of each entry, in order; many sortings are read by one forked process per core
+    (the work is small reads and parsing, bound by one core per process)."""
+    workers = min(workers or os.cpu_count() or 1, max(1, len(entries) // PER_WORKER))
+    if workers <= 1:
+        yield from map(sorting_status, entries)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(sorting_status, entries, chunksize=PER_WORKER // 2)
+
+
 def collect(
     projects: dict[str, Path], experiment: str | None = None, subject: str | None = None
 ) -> list[SortingStatus]:
-    return [sorting_status(entry) for entry in find_sortings(projects, experiment, subject)]
+    return list(statuses(list(find_sortings(projects, experiment, subject))))
 
 
 def select_projects(projects_file: Path | None, names: list[str] | None) -> dict[str, Path]:
@@ -234,8 +250,7 @@ def select_projects(projects_file: Path | None, names: list[str] | None) -> dict
 def print_status(args: argparse.Namespace) -> int:
     projects = select_projects(args.projects_file, args.project)
     found = 0
-    for entry in find_sortings(projects, args.experiment, args.subject):
-        entry = sorting_status(entry)
+    for entry in statuses(list(find_sortings(projects, args.experiment, args.subject))):
         found += 1
         print(json.dumps(asdict(entry)) if args.json else format_line(entry))
     if not found:
