@@ -12,6 +12,7 @@ from tasks import atomic
 from tasks.errors import UserError
 from tasks.layout import SortingDir
 from tasks.manifest import now, write_manifest
+from tasks.status import kept_hours
 from tasks.steps import PREPRO_STEPS, STEPS, expected, load_inputs
 
 
@@ -67,7 +68,9 @@ def run_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
     sorting.pipeline.mkdir(parents=True, exist_ok=True)
     for rel in STEPS[step].outputs:
         atomic.remove_stale_tmp(sorting.path(rel).parent)
-    progress = ProgressFile(sorting.progress(step), STEPS[step].description or step)
+    hours = kept_hours(sorting.segments)
+    label = "sorting" if step == "sort" else step  # "peaks: 41% of 23.4 h", "sorting: batch 812/2400"
+    progress = ProgressFile(sorting.progress(step), label, hours=hours, counts=step == "sort")
     install_tqdm_progress(progress)  # before spikeinterface is imported by the step functions
     function = step_function(step)
     cap_threads_runtime(n_jobs)

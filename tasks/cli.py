@@ -1,4 +1,4 @@
-"""`wisc-sort`: the command line (segments, sort, refresh-cache, images, demo), lab flag spellings too."""
+"""`wisc-sort`: the command line (segments, sort, postpro, finalize, images, demo, scheduler, status, ...)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(demo)
     demo.set_defaults(n_jobs=min(os.cpu_count() or 1, 4))
     _add_finalize(sub)
+
+    scheduler = sub.add_parser("scheduler", help="start the lab's central luigid (loopback, history, GPUs)")
+    scheduler.add_argument("--address", help="listen address (default: [wisc_scheduler] address, 127.0.0.1)")
+    scheduler.add_argument("--port", type=int, help="port (default: [wisc_scheduler] port, 8082)")
+    scheduler.add_argument("--state-dir", type=Path, help="state file, task history, logs, luigid.cfg")
+    scheduler.add_argument(
+        "--print-config", action="store_true", help="print the luigid config it would use and exit"
+    )
+
+    status = sub.add_parser("status", help="one line per sorting on disk: steps done/stale/missing, ...")
+    status.add_argument("--projects-file", type=Path, help="projects.yaml (default: [wisc] projects_file)")
+    status.add_argument("--project", "--projectName", action="append", help="only this project (repeatable)")
+    status.add_argument("--experiment", "--experimentName", help="only this experiment")
+    status.add_argument("--subject", help="only this subject")
+    status.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
 
@@ -220,6 +235,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from tasks.scheduler import load_settings, luigid_config, run_scheduler
+
+    settings = load_settings(address=args.address, port=args.port, state_dir=args.state_dir)
+    if args.print_config:
+        print(luigid_config(settings), end="")
+        return 0
+    return run_scheduler(settings)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tasks.status import print_status
+
+    return print_status(args)
+
+
 def cmd_postpro(args: argparse.Namespace) -> int:
     from tasks.postpro_tasks import run_postpro_cli
 
@@ -238,6 +269,8 @@ COMMANDS = {
     "refresh-cache": cmd_refresh_cache,
     "images": cmd_images,
     "demo": cmd_demo,
+    "scheduler": cmd_scheduler,
+    "status": cmd_status,
     "postpro": cmd_postpro,
 }
 COMMANDS["finalize"] = cmd_finalize

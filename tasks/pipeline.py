@@ -152,6 +152,8 @@ class StepTask(SortingTask):
 
     def execute(self, extra_env: dict[str, str] | None = None) -> None:
         sorting = self.sorting
+        if self.set_tracking_url is not None:  # the web view's "track progress" button opens the log
+            self.set_tracking_url(sorting.log(self.step).as_uri())
         state = manifest.status(sorting, self.step)
         detail = manifest.describe_partial(sorting, self.step) if state == "partial" else ""
         backup = supersede(sorting, self.step)
@@ -174,7 +176,11 @@ class StepTask(SortingTask):
             )
 
     def on_failure(self, exception):
-        return f"{self.step} failed for {self.sorting.root}: {exception}"
+        """Short, for the scheduler's web view: what failed, why, where the log is."""
+        text = " ".join(str(exception).split())[:400]
+        log = self.sorting.log(self.step)
+        where = "" if "log:" in text or not log.exists() else f"; log: {log}"
+        return f"{self.step} failed for {self.sorting.root}: {type(exception).__name__}: {text}{where}"
 
 
 class Peaks(StepTask):

@@ -17,6 +17,7 @@ from tasks.gpu import gpu_resource_name, setting, visible_devices
 from tasks.inputs import Resolved, Target, resolve
 from tasks.layout import SortingDir
 from tasks.pipeline import Pipeline, Preprocess
+from tasks.scheduler import client_scheduler_url
 from tasks.segments import format_summary
 from tasks.sorting_setup import prepare_sorting
 from tasks.steps import STEPS
@@ -60,8 +61,10 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
             config.add_section("worker")
         config.set("worker", "keep_alive", "true")
     kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "CRITICAL"}
-    if args.scheduler_url:
-        kwargs["scheduler_url"] = args.scheduler_url
+    scheduler_url = client_scheduler_url(args)
+    if scheduler_url:
+        kwargs["scheduler_url"] = scheduler_url
+        reenable_for_rerun(scheduler_url, tasks)
     else:
         ensure_local_resources()
         kwargs["local_scheduler"] = True
@@ -73,6 +76,18 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
     for line in failures:
         print(f"wisc-sort: error: {' '.join(line.split())}", file=sys.stderr)
     return result.status in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+def reenable_for_rerun(scheduler_url: str, tasks: list[luigi.Task]) -> None:
+    """luigid disables a failed task (retry_count = 1) for a day; running the command again is a new try."""
+    from tasks.scheduler import reenable_disabled
+
+    try:
+        ids = reenable_disabled(scheduler_url, tasks)
+    except OSError:
+        return  # luigid unreachable: luigi.build reports it
+    if ids:
+        print(f"re-enabled {len(ids)} task(s) that failed in an earlier run: {', '.join(ids)}")
 
 
 def executor_name(args: argparse.Namespace) -> str:
