@@ -78,11 +78,22 @@ def preflight(target_file: Path, needed: int) -> None:
     """
     target_file = Path(target_file)
     replaced = sum(p.stat().st_blocks * 512 for p in partial_files(target_file))
-    free = free_bytes(target_file.parent) + replaced
+    require_room(
+        target_file.parent,
+        needed,
+        f"for {target_file.name}",
+        "free space or sort into another project (--project)",
+        free_bytes(target_file.parent) + replaced,
+    )
+
+
+def require_room(where: Path, needed: int, purpose: str, advice: str, free: int | None = None) -> int:
+    """The free bytes at `where`; UserError (one line: needed, free, reserve, advice) when `needed` bytes
+    would not fit beside `[wisc] disk_reserve_gb`."""
+    free = free_bytes(where) if free is None else free
     reserve = reserve_bytes()
     if free - reserve < needed:
         reserve_text = f" (reserve {human_bytes(reserve)})" if reserve else ""
-        raise UserError(
-            f"{target_file.parent}: needs {human_bytes(needed)} for {target_file.name}, {human_bytes(free)} "
-            f"free{reserve_text}: free space or sort into another project (--project)"
-        )
+        have = f"{human_bytes(free)} free{reserve_text}"
+        raise UserError(f"{where}: needs {human_bytes(needed)} {purpose}, {have}: {advice}")
+    return free

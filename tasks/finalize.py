@@ -13,7 +13,7 @@ from pathlib import Path
 from tasks import atomic, manifest
 from tasks.atomic import TMP_MARK
 from tasks.curation import require_curated
-from tasks.diskspace import free_bytes, human_bytes, reserve_bytes
+from tasks.diskspace import human_bytes, require_room
 from tasks.errors import UserError
 from tasks.layout import PIPELINE_DIR, SortingDir
 from tasks.phy_params import check_params, rewrite_dat_path
@@ -112,16 +112,12 @@ def _check_preconditions(req: Request) -> None:
 
 
 def _check_room(req: Request, needed: int) -> int:
-    free = free_bytes(req.destination.root)
-    reserve = reserve_bytes()
-    if free - reserve < needed:
-        reserve_text = f" (reserve {human_bytes(reserve)})" if reserve else ""
-        raise UserError(
-            f"{req.destination.root}: needs {human_bytes(needed)} to copy the sorting, "
-            f"{human_bytes(free)} free{reserve_text} on project {req.to_project}'s drive: "
-            "free space there, or finalize to another --to"
-        )
-    return free
+    return require_room(
+        req.destination.root,
+        needed,
+        f"to copy the sorting on project {req.to_project}'s drive",
+        "free space there, or finalize to another --to",
+    )
 
 
 def _find_journal(req: Request) -> tuple[dict | None, Path]:

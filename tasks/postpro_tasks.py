@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -186,11 +186,7 @@ def run_postpro_cli(paths, targets: list, args) -> int:
             print(message)
         tasks.append(
             Postpro(
-                project=target.project,
-                experiment=target.experiment,
-                alias=target.alias,
-                subject=target.subject,
-                probe=target.probe,
+                **asdict(target),
                 n_jobs=args.n_jobs,
                 executor=executor_name(args),
                 postpro_name=setup.pset.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import luigi
@@ -121,11 +122,7 @@ def run_sortings(paths: Paths, targets: list[Target], args: argparse.Namespace) 
     root_task = Preprocess if args.prepro_only else Pipeline
     tasks = [
         root_task(
-            project=t.project,
-            experiment=t.experiment,
-            alias=t.alias,
-            subject=t.subject,
-            probe=t.probe,
+            **asdict(t),
             **common,
         )
         for t in targets

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pipeline_world import World, fast_options, write_options
+from pipeline_world import World, copy_sorting, fast_options, write_options
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +22,14 @@ def first_run(demo_world, tmp_path_factory):
     opts = write_options(root / "fast.yaml", fast_options())
     assert demo_world.run(root, "--opts", str(opts), "--prepro-only") == 0
     return demo_world.sorting(root), opts
+
+
+@pytest.fixture(scope="session")
+def sorted_run(demo_world, first_run, tmp_path_factory):
+    """The first run's preprocessing, then recording.dat and a tridesclous2 sort (the demo's CPU sorter);
+    read-only: tests copy it."""
+    root = tmp_path_factory.mktemp("sorted_run")
+    sorting = demo_world.sorting(root)
+    copy_sorting(first_run[0], sorting)
+    assert demo_world.run(root) == 0
+    return sorting

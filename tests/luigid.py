@@ -92,19 +92,7 @@ def start_luigid(tmp_path: Path, resources: Mapping[str, int], extra_config: str
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(config)}
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Luigid(f"http://127.0.0.1:{port}", config, log, process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            server.api("resource_list")
-            return server
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(
-                    f"luigid not answering on port {port}: {log.read_text()[-2000:]}"
-                ) from None
-            time.sleep(0.1)
+    return wait_until_answering(Luigid(f"http://127.0.0.1:{port}", config, log, process), f"luigid on {port}")
 
 
 def start_worker(
@@ -137,3 +125,17 @@ def luigid_factory_fixture(tmp_path: Path) -> Iterator[Callable[..., Luigid]]:
     yield start
     for server in started:
         server.stop()
+
+
+def wait_until_answering(server: Luigid, what: str, timeout_s: float = 30.0) -> Luigid:
+    """Poll the API until it answers; stop the server and raise with its log's tail if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            server.api("resource_list")
+            return server
+        except OSError:
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"{what} not answering: {server.log.read_text()[-2000:]}") from None
+            time.sleep(0.1)

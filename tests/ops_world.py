@@ -12,7 +12,7 @@ from pathlib import Path
 
 import luigi
 import pytest
-from luigid import REPO, Luigid, free_port
+from luigid import REPO, Luigid, free_port, wait_until_answering
 
 from tasks.gpu import GpuTaskMixin, gpu_units
 
@@ -39,16 +39,7 @@ def start_scheduler(tmp_path: Path, **settings: object) -> Luigid:
             command, cwd=home, env=scheduler_env(**settings), stdout=out, stderr=subprocess.STDOUT
         )
     server = Luigid(f"http://127.0.0.1:{port}", home / "state" / "luigid.cfg", log, process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            server.api("resource_list")
-            return server
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"wisc-sort scheduler not answering: {log.read_text()[-2000:]}") from None
-            time.sleep(0.1)
+    return wait_until_answering(server, "wisc-sort scheduler")
 
 
 @pytest.fixture(name="scheduler_factory")

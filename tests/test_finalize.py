@@ -211,7 +211,7 @@ def test_refuses_without_room(tmp_path: Path, capsys) -> None:
         world = make_world(tmp_path / "cfg", tmp_path / "ssd" / "proj", tmp_path / "shared" / "proj")
         build_sorting(world.source())
         err = refused(world, capsys)
-        assert "needs 1.28 MiB to copy the sorting, 1 MiB free on project shared's drive" in err
+        assert "needs 1.28 MiB to copy the sorting on project shared's drive, 1 MiB free" in err
         # recording.dat is deleted, not copied: without it the sorting fits.
         build_sorting(world.source("imec1"), dat_bytes=4 * MiB, big_bytes=64 * 1024)
         assert run_cli(world.argv(probes=("imec1",)), capsys)[0] == 0

@@ -19,15 +19,6 @@ pytestmark = pytest.mark.slow
 DEMO_POSTPRO = REPO / "opts" / "postpro_demo.yaml"
 
 
-@pytest.fixture(scope="module")
-def sorted_sorting(demo_world, first_run, tmp_path_factory):
-    root = tmp_path_factory.mktemp("postpro_sorted")
-    sorting = demo_world.sorting(root)
-    copy_sorting(first_run[0], sorting)
-    assert demo_world.run(root) == 0
-    return sorting
-
-
 def hypnogram_rows(sorting) -> pd.DataFrame:
     """NREM for the first 6 s of experiment time, Wake 6-11 s, REM 11-40 s (past the end: clipped)."""
     return pd.DataFrame(
@@ -35,9 +26,9 @@ def hypnogram_rows(sorting) -> pd.DataFrame:
     ).assign(duration=lambda t: t.end_time - t.start_time)
 
 
-def setup_world(demo_world, sorted_sorting, tmp_path, opts: dict | None = None):
+def setup_world(demo_world, sorted_run, tmp_path, opts: dict | None = None):
     sorting = demo_world.sorting(tmp_path)
-    copy_sorting(sorted_sorting, sorting)
+    copy_sorting(sorted_run, sorting)
     hyp_dir = tmp_path / "hyp" / EXPERIMENT / SUBJECT
     hyp_dir.mkdir(parents=True)
     hypnogram_rows(sorting).to_csv(hyp_dir / "hypnogram.htsv", sep="\t", index=False)
@@ -75,10 +66,8 @@ def finished(pset: PostproSet) -> dict[str, str]:
     }
 
 
-def test_postpro_metrics_per_state_by_hand_and_stage_aware_reruns(
-    demo_world, sorted_sorting, tmp_path, capsys
-):
-    sorting, opts_path = setup_world(demo_world, sorted_sorting, tmp_path)
+def test_postpro_metrics_per_state_by_hand_and_stage_aware_reruns(demo_world, sorted_run, tmp_path, capsys):
+    sorting, opts_path = setup_world(demo_world, sorted_run, tmp_path)
     assert postpro(demo_world, tmp_path, opts_path) == 2  # the gate: nothing curated, nothing written
     err = capsys.readouterr().err
     assert "curation incomplete: cluster_info.tsv missing" in err and "lack a group: 0, 1, 2" in err
@@ -161,8 +150,8 @@ def test_postpro_metrics_per_state_by_hand_and_stage_aware_reruns(
     assert list((sorting.root / "postpro_demo.bak").iterdir())  # superseded outputs kept
 
 
-def test_missing_hypnogram_is_one_line_with_the_path(demo_world, sorted_sorting, tmp_path, capsys):
-    sorting, opts_path = setup_world(demo_world, sorted_sorting, tmp_path)
+def test_missing_hypnogram_is_one_line_with_the_path(demo_world, sorted_run, tmp_path, capsys):
+    sorting, opts_path = setup_world(demo_world, sorted_run, tmp_path)
     (tmp_path / "hyp" / EXPERIMENT / SUBJECT / "hypnogram.htsv").unlink()
     assert postpro(demo_world, tmp_path, opts_path, "--allow-uncurated") == 2
     err = capsys.readouterr().err.strip()

@@ -27,16 +27,6 @@ def edit_opts(sorting, change) -> None:
     sorting.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def sorted_run(demo_world, first_run, tmp_path_factory):
-    """The first run's preprocessing, then recording.dat and a tridesclous2 sort (the demo's CPU sorter)."""
-    root = tmp_path_factory.mktemp("sorted_run")
-    sorting = demo_world.sorting(root)
-    copy_sorting(first_run[0], sorting)
-    assert demo_world.run(root) == 0
-    return sorting
-
-
 def copy_of(demo_world, sorted_run, tmp_path):
     sorting = demo_world.sorting(tmp_path)
     copy_sorting(sorted_run, sorting)
