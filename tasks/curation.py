@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from tasks.errors import UserError
 
@@ -28,28 +28,47 @@ class CurationState:
         return self.problem is None and not self.uncurated
 
 
-def _read_labels(path: Path) -> dict[int, str]:
-    """cluster_id -> group from a phy tsv (`group` column; older files: the one column after cluster_id)."""
+def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a phy tsv (the csv module: `wisc-sort status` reads hundreds of them)."""
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+    except (UnicodeDecodeError, csv.Error) as err:
         raise UserError(f"{path}: not a phy table ({err}); save the curation again in phy") from None
-    id_col = "cluster_id" if "cluster_id" in table else ("id" if "id" in table else None)
+    if not rows:
+        raise UserError(f"{path}: empty; save the curation again in phy")
+    return rows[0], rows[1:]
+
+
+def _read_labels(path: Path, with_unlabelled: bool = False) -> dict[int, str]:
+    """cluster_id -> group from a phy tsv (`group` column; older files: the one column after cluster_id).
+    with_unlabelled: every listed cluster, "" where it has no group."""
+    header, rows = _read_table(path)
+    id_col = "cluster_id" if "cluster_id" in header else ("id" if "id" in header else None)
     if id_col is None:
         raise UserError(f"{path}: no cluster_id column; save the curation again in phy")
-    group_col = "group" if "group" in table else None
-    if group_col is None and path.name == GROUP_FILE and len(table.columns) == 2:
-        group_col = table.columns[1]  # very old phy wrote `KSLabel`-like headers here
-    if group_col is None:
-        return {}
+    group_col = "group" if "group" in header else None
+    if group_col is None and path.name == GROUP_FILE and len(header) == 2:
+        group_col = header[1]  # very old phy wrote `KSLabel`-like headers here
+    id_index = header.index(id_col)
+    group_index = header.index(group_col) if group_col is not None else None
     labels = {}
-    for row, (cid, group) in enumerate(zip(table[id_col], table[group_col], strict=True), start=2):
+    for row, fields in enumerate(rows, start=2):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise UserError(f"{path}: line {row}: {len(fields)} fields, the header has {len(header)}")
         try:
-            unit = int(cid)
+            unit = int(fields[id_index])
         except ValueError:
-            raise UserError(f"{path}: line {row}: cluster_id {cid!r} is not an integer") from None
-        if group.strip() and group.strip().lower() != "nan":
-            labels[unit] = group.strip()
+            raise UserError(
+                f"{path}: line {row}: cluster_id {fields[id_index]!r} is not an integer"
+            ) from None
+        group = fields[group_index].strip() if group_index is not None else ""
+        if group and group.lower() != "nan":
+            labels[unit] = group
+        elif with_unlabelled:
+            labels[unit] = ""
     return labels
 
 
@@ -62,16 +81,25 @@ def unit_ids(sorter_output: Path) -> np.ndarray | None:
     return np.unique(np.asarray(clusters).ravel())
 
 
-def curation_state(sorter_output: Path) -> CurationState:
-    """Which units lack a phy group. A missing cluster_info.tsv means phy never saved this sorting."""
+def curation_state(sorter_output: Path, quick: bool = False) -> CurationState:
+    """Which units lack a phy group. A missing cluster_info.tsv means phy never saved this sorting.
+
+    quick (`wisc-sort status`): the units are the clusters phy listed in cluster_info.tsv, instead of the
+    unique ids of spike_clusters.npy (hundreds of MB for a day of recording). The gate never uses it.
+    """
     sorter_output = Path(sorter_output)
-    units = unit_ids(sorter_output)
+    info = sorter_output / INFO_FILE
+    if quick and info.is_file() and (sorter_output / "spike_clusters.npy").is_file():
+        listed = _read_labels(info, with_unlabelled=True)
+        units = np.array(sorted(listed), dtype=np.int64)
+    else:
+        units = unit_ids(sorter_output)
     if units is None:
         return CurationState(0, [], "no sort output")
     labels: dict[int, str] = {}
     problem = None
-    if (sorter_output / INFO_FILE).is_file():
-        labels.update(_read_labels(sorter_output / INFO_FILE))
+    if info.is_file():
+        labels.update(_read_labels(info))
     else:
         problem = f"{INFO_FILE} missing"
     if (sorter_output / GROUP_FILE).is_file():

@@ -98,7 +98,7 @@ def _curation(sorting: SortingDir) -> str:
         return UNKNOWN
     if not sorting.sorter_output.is_dir():
         return "no sort"
-    state = curation_state(sorting.sorter_output)
+    state = curation_state(sorting.sorter_output, quick=True)
     if state.complete:
         return "complete"
     if state.problem:

@@ -63,3 +63,22 @@ def test_no_sort_output_and_bad_table(tmp_path):
     (out / "cluster_group.tsv").write_text("cluster_id\tgroup\nx\tgood\n")
     with pytest.raises(UserError, match=r"cluster_group.tsv: line 2: cluster_id 'x' is not an integer"):
         curation_state(out)
+
+
+def test_quick_state_for_status_agrees_with_the_gate_when_phy_saved(tmp_path):
+    out = sort_output(tmp_path / "sorter_output", 5)
+    write_tsv(out / "cluster_info.tsv", {0: "good", 1: "", 2: "mua", 3: "", 4: "noise"})
+    write_tsv(out / "cluster_group.tsv", {1: "good"})
+    exact, quick = curation_state(out), curation_state(out, quick=True)
+    assert (quick.n_units, quick.uncurated, quick.problem) == (exact.n_units, exact.uncurated, None)
+    assert quick.uncurated == [3] and quick.groups == exact.groups
+    (out / "cluster_info.tsv").unlink()  # phy never saved: both say so
+    missing = "cluster_info.tsv missing"
+    assert curation_state(out, quick=True).problem == curation_state(out).problem == missing
+
+
+def test_a_ragged_phy_table_is_one_line_naming_the_row(tmp_path):
+    out = sort_output(tmp_path / "sorter_output", 2)
+    (out / "cluster_info.tsv").write_text("cluster_id\tgroup\n0\tgood\n1\tgood\textra\n")
+    with pytest.raises(UserError, match=r"cluster_info.tsv: line 3: 3 fields, the header has 2"):
+        curation_state(out)
