@@ -108,16 +108,20 @@ def _merge(intervals: np.ndarray) -> np.ndarray:
     return np.asarray(merged, dtype=np.int64)
 
 
-def demo_hypnogram(segments: pd.DataFrame, bout_s: float = 4.0) -> pd.DataFrame:
-    """A hypnogram for generated data: bouts cycling NREM, N2, Wake, REM, qWk, Art over the files' span."""
+DEMO_CYCLE = ("N1", "N2", "aWk", "REM", "qWk", "Art")
+
+
+def demo_hypnogram(segments: pd.DataFrame, bout_s: float = 1.0) -> pd.DataFrame:
+    """A hypnogram for generated data: bouts of `bout_s` cycling N1, N2, aWk, REM, qWk, Art, the cycle
+    restarting at each file's start, so that every state falls in kept data even in a 20 s demo."""
     starts = file_starts(segments)
-    end = float((starts + segments["fileDuration"].astype(float)).max())
-    cycle = ["N1", "N2", "aWk", "REM", "qWk", "Art"]
-    edges = np.arange(0.0, end + bout_s, bout_s)
-    t0 = edges[:-1]
-    t1 = np.minimum(edges[1:], end)
-    keep = t1 > t0
-    states = [cycle[i % len(cycle)] for i in range(len(t0))]
-    table = pd.DataFrame({"state": states, "start_time": t0, "end_time": t1})[keep]
+    first = ~segments["fname"].duplicated()
+    rows = []
+    for start, duration in zip(starts[first], segments.loc[first, "fileDuration"].astype(float), strict=True):
+        edges = np.append(np.arange(start, start + duration, bout_s), start + duration)
+        for i, (t0, t1) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            if t1 > t0:
+                rows.append((DEMO_CYCLE[i % len(DEMO_CYCLE)], float(t0), float(t1)))
+    table = pd.DataFrame(rows, columns=["state", "start_time", "end_time"])
     table["duration"] = table["end_time"] - table["start_time"]
-    return table.reset_index(drop=True)
+    return table

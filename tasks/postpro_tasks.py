@@ -205,7 +205,7 @@ def run_demo_postpro(paths, target, args) -> int:
     """The demo after its sort: a hypnogram for its world, then postprocessing with auto pre-labels."""
     import argparse
 
-    from tasks.hypnogram import demo_hypnogram
+    from tasks.hypnogram import DEMO_CYCLE, demo_hypnogram
     from tasks.inputs import sorting_dir
     from tasks.segments import read_segments
 
@@ -215,7 +215,7 @@ def run_demo_postpro(paths, target, args) -> int:
         hyp.parent.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_path(hyp) as tmp:
             demo_hypnogram(read_segments(sorting.segments)).to_csv(tmp, sep="\t", index=False)
-    print(f"hypnogram for the demo (4 s bouts cycling N1, N2, aWk, REM, qWk, Art): {hyp}")
+    print(f"hypnogram for the demo (1 s bouts cycling {', '.join(DEMO_CYCLE)} from each file's start): {hyp}")
     print(
         "curation: no human curates a demo; units get auto pre-labels from opts/postpro_demo.yaml thresholds"
     )

@@ -63,7 +63,9 @@ def test_missing_and_malformed_hypnograms_are_one_line_errors(tmp_path):
         read_hypnogram(path)
 
 
-def test_demo_hypnogram_covers_the_files_span():
-    table = demo_hypnogram(segments(), bout_s=4.0)
+def test_demo_hypnogram_covers_the_files_span_and_every_state_falls_in_kept_data():
+    table = demo_hypnogram(segments(), bout_s=1.0)
     assert table["start_time"].iloc[0] == 0.0 and table["end_time"].iloc[-1] == 30.0
     assert set(table["state"]) == {"N1", "N2", "aWk", "REM", "qWk", "Art"}
+    frames = state_frames(table, segments())
+    assert all(len(frames[state]) for state in ("NREM", "Wake", "REM"))
