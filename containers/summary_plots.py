@@ -133,7 +133,10 @@ def make_plots(pset: PostproSet, analyzer, opts: dict) -> dict:
     for column in columns:
         metric_figure(table, column, tmp / f"{column}.png")
     limit = (opts.get("plots") or {}).get("max_unit_plots")
-    units = list(table.index)[: int(limit)] if limit is not None else list(table.index)
+    units = list(table.index)
+    if limit is not None:  # the units with the most spikes first: a capped set should show the real ones
+        order = table["num_spikes"] if "num_spikes" in table else pd.Series(0, index=table.index)
+        units = list(order.sort_values(ascending=False, kind="stable").index[: int(limit)])
     for unit in units:
         unit_figure(analyzer, unit, table.loc[unit], tmp / "units" / f"unit_{unit}.png")
     if final.exists():
