@@ -32,19 +32,29 @@ def print_plan(item: Resolved, note: str = "") -> None:
     print(format_summary(item.segments))
 
 
-def ensure_local_resources() -> None:
-    """With --local-scheduler the client's [resources] are the limits; an undeclared one has limit 1."""
+def set_missing(section: str, values: dict[str, object]) -> list[tuple[str, str]]:
+    """Set the options luigi.cfg leaves unset; returns what was added, so a caller can take it back."""
     config = luigi.configuration.get_config()
-    if not config.has_section("resources"):
-        config.add_section("resources")
-    defaults = {
-        "cpu": os.cpu_count() or 1,
-        "disk_write": 1,
-        gpu_resource_name(): int(setting("gpu_capacity")) * len(visible_devices()),
-    }
-    for name, value in defaults.items():
-        if not config.has_option("resources", name):
-            config.set("resources", name, str(value))
+    if not config.has_section(section):
+        config.add_section(section)
+    added = []
+    for name, value in values.items():
+        if not config.has_option(section, name):
+            config.set(section, name, str(value))
+            added.append((section, name))
+    return added
+
+
+def ensure_local_resources() -> list[tuple[str, str]]:
+    """With --local-scheduler the client's [resources] are the limits; an undeclared one has limit 1."""
+    return set_missing(
+        "resources",
+        {
+            "cpu": os.cpu_count() or 1,
+            "disk_write": 1,
+            gpu_resource_name(): int(setting("gpu_capacity")) * len(visible_devices()),
+        },
+    )
 
 
 def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
@@ -55,24 +65,22 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
     def _collect(task: luigi.Task, exception: BaseException) -> None:
         failures.append(f"{task.task_family} failed: {exception}")
 
-    config = luigi.configuration.get_config()
-    if not config.has_option("worker", "keep_alive"):
-        # Without it a worker whose sort waits for GPU units exits at once (LUIGI.md).
-        if not config.has_section("worker"):
-            config.add_section("worker")
-        config.set("worker", "keep_alive", "true")
+    # Without keep_alive a worker whose sort waits for GPU units exits at once (LUIGI.md).
+    added = set_missing("worker", {"keep_alive": "true"})
     kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "CRITICAL"}
     scheduler_url = client_scheduler_url(args)
     if scheduler_url:
         kwargs["scheduler_url"] = scheduler_url
         reenable_for_rerun(scheduler_url, tasks)
     else:
-        ensure_local_resources()
+        added += ensure_local_resources()
         kwargs["local_scheduler"] = True
     try:
         result = luigi.build(tasks, **kwargs)
     finally:
         luigi.Task.remove_event_handler(luigi.Event.FAILURE, _collect)
+        for section, name in added:  # this run's defaults, not the process's: later runs read luigi.cfg again
+            luigi.configuration.get_config().remove_option(section, name)
     print(result.summary_text)
     for line in failures:
         print(f"wisc-sort: error: {' '.join(line.split())}", file=sys.stderr)

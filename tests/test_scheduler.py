@@ -116,3 +116,14 @@ def test_real_luigid_with_history_and_state_file(scheduler_factory):
     assert server.process.returncode == 0
     with (state / "luigi-state.pickle").open("rb") as handle:
         assert pickle.load(handle)
+
+
+def test_a_local_run_leaves_luigis_config_as_luigi_cfg_has_it(config, monkeypatch):
+    from tasks.runner import build
+
+    cfg = luigi.configuration.get_config()
+    before = {s: dict(cfg.items(s, raw=True)) for s in ("resources", "worker") if cfg.has_section(s)}
+    assert build([], argparse.Namespace(workers=1, scheduler_url=None, local_scheduler=True))
+    after = {s: dict(cfg.items(s, raw=True)) for s in ("resources", "worker") if cfg.has_section(s)}
+    assert {s: v for s, v in after.items() if v} == {s: v for s, v in before.items() if v}
+    assert "gpu = 6" in luigid_config(load_settings())  # WISC_GPU_DEVICES=0,1, not a leftover limit
