@@ -84,7 +84,9 @@ def start_luigid(tmp_path: Path, resources: Mapping[str, int], extra_config: str
     (home / "logs").mkdir(parents=True)
     config = home / "luigid.cfg"  # never luigi.cfg in a cwd: luigi would read it everywhere
     limits = "\n".join(f"{name} = {units}" for name, units in resources.items())
-    scheduler = "[scheduler]\nrecord_task_history = false\nremove_delay = 3600\n"
+    # retry_count as `wisc-sort scheduler` sets it: a task calling set_tracking_url resets its own retry
+    # policy to luigid's default (luigi 3.8.1 add_task without retry_policy_dict), so a failure would retry.
+    scheduler = "[scheduler]\nrecord_task_history = false\nremove_delay = 3600\nretry_count = 1\n"
     config.write_text(f"{scheduler}[resources]\n{limits}\n{extra_config}\n")
     port, log = free_port(), home / "luigid.out"
     command = [str(BIN / "luigid"), "--address", "127.0.0.1", "--port", str(port)]
