@@ -183,8 +183,8 @@ def main() -> int:
     lines += [
         "",
         "Process start is mostly importing `tasks` (its `__init__` registers the Luigi tasks, which pulls",
-        "in luigi and pandas). Curation, postprocessing and finalize columns come from the other branches'",
-        "modules when installed; without them they print `?` and cost nothing: rerun after merging them.",
+        "in luigi and pandas). The curation column reads phy's tsv files with the csv module and takes the",
+        "units from cluster_info.tsv (the gate itself loads spike_clusters.npy).",
         "",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
