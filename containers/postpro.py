@@ -148,16 +148,19 @@ def _quality_metrics(analyzer, names: list[str], params: dict, job_kwargs: dict,
     return extension.get_data()
 
 
+def _metric_sources(pset: PostproSet, block: dict, names: list[str]) -> tuple:
+    """(sorter amplitudes or None, whether amplitude_cutoff comes from them, the metrics SpikeInterface
+    computes): Kilosort's own amplitudes.npy where present and asked for (the lab's fork)."""
+    use_sorter = block.get("amplitude_cutoff_from_sorter", True)
+    amps = sorter_amplitudes(pset.sorting.sorter_output) if use_sorter else None
+    from_sorter = amps is not None and "amplitude_cutoff" in names
+    return amps, from_sorter, [n for n in names if not (from_sorter and n == "amplitude_cutoff")]
+
+
 def compute_metrics(pset: PostproSet, analyzer, opts: dict, job_kwargs: dict) -> dict:
     block = opts["quality_metrics"]
     names, params = list(block["metric_names"]), dict(block.get("metric_params") or {})
-    amps = (
-        sorter_amplitudes(pset.sorting.sorter_output)
-        if block.get("amplitude_cutoff_from_sorter", True)
-        else None
-    )
-    from_sorter = amps is not None and "amplitude_cutoff" in names
-    si_names = [n for n in names if not (from_sorter and n == "amplitude_cutoff")]
+    amps, from_sorter, si_names = _metric_sources(pset, block, names)
     table = _quality_metrics(analyzer, si_names, params, job_kwargs)
     if from_sorter:
         table["amplitude_cutoff"] = sorter_amplitude_cutoff(
@@ -187,13 +190,7 @@ def compute_states(pset: PostproSet, analyzer, opts: dict, job_kwargs: dict) -> 
     frames = state_frames(
         read_hypnogram(pset.hypnogram), read_segments(pset.sorting.segments), block.get("state_map")
     )
-    amps = (
-        sorter_amplitudes(pset.sorting.sorter_output)
-        if metrics.get("amplitude_cutoff_from_sorter", True)
-        else None
-    )
-    from_sorter = amps is not None and "amplitude_cutoff" in names
-    si_names = [n for n in names if not (from_sorter and n == "amplitude_cutoff")]
+    amps, from_sorter, si_names = _metric_sources(pset, metrics, names)
     columns, seconds = [], {}
     for state in block["states"]:
         intervals = frames.get(state, np.zeros((0, 2), dtype=np.int64))
