@@ -12,7 +12,7 @@ from tasks import atomic
 from tasks.errors import UserError
 from tasks.layout import SortingDir
 from tasks.manifest import now, write_manifest
-from tasks.status import kept_hours
+from tasks.segments import kept_hours
 from tasks.steps import PREPRO_STEPS, STEPS, expected, load_inputs
 
 

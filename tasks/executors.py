@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import fcntl
 import json
@@ -66,7 +67,7 @@ def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event
             callback(float(state.get("percent", 0.0)), str(state.get("message", "")))
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs a step program under the step lock, logging to `.pipeline/<step>.log` and relaying progress.
 
     Subclasses say how the program starts (`_execute`) and what environment its signature pins.
@@ -80,10 +81,12 @@ class Executor:
 
     def check(self, steps: list[str], options: list[dict]) -> None:
         """Raise UserError before anything is written when these steps cannot run with these options
-        (the engine down, an image missing)."""
+        (the engine down, an image missing). Nothing to check for a subprocess here."""
+        return None
 
+    @abc.abstractmethod
     def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
-        raise NotImplementedError
+        """Start the step program with `env`, relay its output to `sinks`, return its exit code."""
 
     def run(
         self,

@@ -94,9 +94,9 @@ def build_image(
     client = _client()
     tag = tag or image_name(kind)
     if ca_bundle is not None and not ca_bundle.exists():
-        ca_bundle = None if ca_bundle == DEFAULT_CA_BUNDLE else ca_bundle
-        if ca_bundle is not None:
+        if ca_bundle != DEFAULT_CA_BUNDLE:
             raise UserError(f"--ca-bundle {ca_bundle}: no such file")
+        ca_bundle = None  # a host without the default bundle builds without one
     buildargs = {"VERSION": version(), "TORCH": variant if with_torch else "none"}
     if base_image:
         buildargs["BASE_IMAGE"] = base_image

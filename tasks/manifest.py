@@ -41,19 +41,10 @@ def read_manifest(sorting: SortingDir, step: str) -> dict | None:
         return None
 
 
-def write_manifest(
-    sorting: SortingDir,
-    exp: Expected,
-    started: str,
-    extra: dict | None = None,
-) -> dict:
-    """Record a finished step. Call only after every output was renamed into place: manifest last."""
-    outputs = {}
-    for rel in STEPS[exp.step].outputs:
-        path = sorting.path(rel)
-        outputs[rel] = {"size": path.stat().st_size}
-    manifest = {
-        "step": exp.step,
+def finished_record(exp: Expected, outputs: object, started: str, extra: dict | None = None) -> dict:
+    """What every manifest says about a finished run: signature, options, upstream, environment, outputs,
+    versions, host, times (postprocessing stages use it too)."""
+    return {
         "signature": exp.signature,
         "options": exp.options,
         "upstream": exp.upstream,
@@ -66,6 +57,17 @@ def write_manifest(
         "finished": now(),
         **(extra or {}),
     }
+
+
+def write_manifest(
+    sorting: SortingDir,
+    exp: Expected,
+    started: str,
+    extra: dict | None = None,
+) -> dict:
+    """Record a finished step. Call only after every output was renamed into place: manifest last."""
+    outputs = {rel: {"size": sorting.path(rel).stat().st_size} for rel in STEPS[exp.step].outputs}
+    manifest = {"step": exp.step, **finished_record(exp, outputs, started, extra)}
     atomic.write_json(sorting.manifest(exp.step), manifest)
     return manifest
 

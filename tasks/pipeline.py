@@ -17,8 +17,9 @@ from tasks.gpu import GpuTaskMixin, gpu_units
 from tasks.inputs import Target, resolve
 from tasks.layout import SortingDir
 from tasks.manifest import is_complete, supersede
+from tasks.segments import kept_hours as segments_kept_hours
 from tasks.sorting_setup import prepare_sorting
-from tasks.steps import CURATION_FILES, STEPS, prepro_steps
+from tasks.steps import CURATION_FILES, STEPS, load_inputs, prepro_steps
 
 
 @lru_cache(maxsize=64)
@@ -41,11 +42,7 @@ class StepTarget(luigi.Target):
 
 @lru_cache(maxsize=256)
 def _kept_hours(path: Path, stamp: int) -> float:
-    import pandas as pd
-
-    table = pd.read_csv(path, sep="\t", usecols=["type", "nSegmentSamp", "imSampRate"])
-    keep = table[table["type"] == "keep"]
-    return float((keep["nSegmentSamp"] / keep["imSampRate"]).sum() / 3600.0)
+    return segments_kept_hours(path) or 0.0
 
 
 def kept_hours(sorting: SortingDir) -> float:
@@ -102,6 +99,8 @@ class SortingTask(luigi.Task):
 
     def options(self) -> dict:
         """The sorting's opts.yaml, or the first-run options file before setup has run."""
+        if self.sorting.opts.exists() and self.sorting.segments.exists():
+            return load_inputs(self.sorting)[0]  # cached: Luigi asks on every scheduling pass
         source = self.sorting.opts if self.sorting.opts.exists() else self.opts
         if source is None or not Path(source).exists():
             return {}

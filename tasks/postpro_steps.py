@@ -11,9 +11,6 @@ hypnogram feeds only the per-state metrics.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import yaml
 from tasks import atomic
 from tasks.curation import curation_hash
 from tasks.layout import SortingDir
-from tasks.manifest import now, package_versions
+from tasks.manifest import finished_record, read_manifest
 from tasks.postpro_options import EXTENSIONS, QUALITY_METRICS, state_metric_names
 from tasks.steps import Expected, digest, expected, load_inputs
 
@@ -145,29 +142,13 @@ def expected_stages(pset: PostproSet, environment: str = "") -> dict[str, Expect
 
 
 def read_stage_manifest(pset: PostproSet, stage: str) -> dict | None:
-    try:
-        return json.loads(pset.manifest(stage).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return read_manifest(pset.sorting, f"{pset.step}.{stage}")
 
 
 def write_stage_manifest(pset: PostproSet, exp: Expected, started: str, extra: dict | None = None) -> None:
     """Record a finished stage: call after its outputs are in place (manifest last)."""
-    manifest = {
-        "step": pset.step,
-        "stage": exp.step,
-        "signature": exp.signature,
-        "options": exp.options,
-        "upstream": exp.upstream,
-        "outputs": list(stage_outputs(exp.step)),
-        "versions": package_versions(),
-        "host": platform.node(),
-        "pid": os.getpid(),
-        "started": started,
-        "finished": now(),
-        **(extra or {}),
-    }
-    atomic.write_json(pset.manifest(exp.step), manifest)
+    record = finished_record(exp, list(stage_outputs(exp.step)), started, extra)
+    atomic.write_json(pset.manifest(exp.step), {"step": pset.step, "stage": exp.step, **record})
 
 
 def stage_status(pset: PostproSet, stage: str, exp: Expected) -> str:

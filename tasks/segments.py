@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +243,17 @@ def format_summary(segments: pd.DataFrame) -> str:
             table,
         ]
     )
+
+
+def kept_hours(segments: Path) -> float | None:
+    """Hours of the sorted recording (the `keep` rows of segments.htsv); None if unreadable.
+    The csv module, not pandas: `wisc-sort status` reads hundreds of these."""
+    try:
+        with open(segments, newline="") as handle:
+            rows = csv.DictReader(handle, delimiter="\t")
+            seconds = sum(
+                int(row["nSegmentSamp"]) / float(row["imSampRate"]) for row in rows if row["type"] == "keep"
+            )
+    except (OSError, KeyError, ValueError, TypeError, ZeroDivisionError):
+        return None
+    return seconds / 3600.0

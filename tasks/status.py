@@ -5,43 +5,23 @@ postprocessing, finalized. Reads only small files (manifests, opts.yaml, segment
 from __future__ import annotations
 
 import argparse
-import csv
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
+from tasks.curation import curation_state
+from tasks.finalize import finalize_state
 from tasks.layout import SortingDir
+from tasks.postpro_state import postpro_sets, postpro_status
+from tasks.segments import kept_hours
 
-UNKNOWN = "?"  # a fact this install cannot compute (the module providing it is not there)
+UNKNOWN = "?"  # not computed yet
 PER_WORKER = 32  # sortings per process at least, before `status` forks helpers
-
-
-@functools.cache  # a failed import is not cached by Python: it would search sys.path for every sorting
-def _optional(module: str, name: str) -> Callable | None:
-    """A function of another branch's module, or None until that module exists."""
-    try:
-        return getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return None
-
-
-def kept_hours(segments: Path) -> float | None:
-    """Hours of the sorted recording (the `keep` rows of segments.htsv); None if unreadable."""
-    try:
-        with open(segments, newline="") as handle:
-            rows = csv.DictReader(handle, delimiter="\t")
-            seconds = sum(
-                int(row["nSegmentSamp"]) / float(row["imSampRate"]) for row in rows if row["type"] == "keep"
-            )
-    except (OSError, KeyError, ValueError, TypeError, ZeroDivisionError):
-        return None
-    return seconds / 3600.0
 
 
 @dataclass
@@ -93,9 +73,6 @@ def _step_states(sorting: SortingDir) -> dict[str, str]:
 
 
 def _curation(sorting: SortingDir) -> str:
-    curation_state = _optional("tasks.curation", "curation_state")
-    if curation_state is None:
-        return UNKNOWN
     if not sorting.sorter_output.is_dir():
         return "no sort"
     state = curation_state(sorting.sorter_output, quick=True)
@@ -107,17 +84,10 @@ def _curation(sorting: SortingDir) -> str:
 
 
 def _postpro(sorting: SortingDir) -> dict[str, str]:
-    sets = _optional("tasks.postpro_state", "postpro_sets")
-    state = _optional("tasks.postpro_state", "postpro_status")
-    if sets is None or state is None:
-        return {UNKNOWN: UNKNOWN}
-    return {name: state(sorting, name) for name in sets(sorting)}
+    return {name: postpro_status(sorting, name) for name in postpro_sets(sorting)}
 
 
 def _finalized(sorting: SortingDir) -> str:
-    finalize_state = _optional("tasks.finalize", "finalize_state")
-    if finalize_state is None:
-        return UNKNOWN
     return finalize_state(sorting.root) or "no"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,25 @@ DEMO_OPTS = REPO / "opts" / "sorting_demo.yaml"
 EXPERIMENT, SUBJECT, PROBE = "demo_experiment", "DEMO1-Mouse", "imec0"
 
 
+def drift_params(opts: dict) -> dict:
+    """The drift_correction step's params in an options dict (edited in place by tests)."""
+    return next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
+
+
+def edit_drift(sorting: SortingDir, key: str, **values) -> dict:
+    """Update drift_correction's `key` params in the sorting's opts.yaml; returns the old ones."""
+    opts = yaml.safe_load(sorting.opts.read_text())
+    drift = drift_params(opts)
+    old = dict(drift[key])
+    drift[key].update(values)
+    sorting.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
+    return old
+
+
 def fast_options(localize: str = "center_of_mass") -> dict:
     """The demo options with cheap choices where the test is about the pipeline, not SpikeInterface."""
     opts = yaml.safe_load(DEMO_OPTS.read_text())
-    drift = next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
+    drift = drift_params(opts)
     if localize == "center_of_mass":
         drift["localize_peaks_kwargs"] = {"method": "center_of_mass", "radius_um": 75.0}
     drift["estimate_motion_kwargs"]["bin_s"] = 5.0
@@ -83,3 +99,13 @@ def write_options(path: Path, opts: dict) -> Path:
 
 def copy_sorting(source: SortingDir, target: SortingDir) -> None:
     shutil.copytree(source.root, target.root, copy_function=shutil.copy2)
+
+
+def wait_until(condition, timeout_s: float, interval_s: float = 0.1) -> bool:
+    """Poll `condition()` until it holds or `timeout_s` passes; whether it held."""
+    deadline = time.time() + timeout_s
+    while not condition():
+        if time.time() >= deadline:
+            return False
+        time.sleep(interval_s)
+    return True

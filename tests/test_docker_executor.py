@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_world import REPO, copy_sorting
+from pipeline_world import REPO, copy_sorting, wait_until
 
 from tasks.layout import SortingDir
 from tasks.manifest import read_manifest, status
@@ -150,10 +150,7 @@ def test_killed_worker_leaves_no_running_container(si_image, demo_world, first_r
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-    deadline = time.time() + 60
-    while _containers(label) and time.time() < deadline:
-        time.sleep(0.5)
-    assert not _containers(label), "a container outlived its killed worker"
+    assert wait_until(lambda: not _containers(label), 60, 0.5), "a container outlived its killed worker"
     assert status(sorting, "peaks") in ("missing", "partial")  # never looks done
 
 

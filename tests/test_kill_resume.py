@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from pipeline_world import fast_options, write_options
+from pipeline_world import fast_options, wait_until, write_options
 
 from tasks.manifest import status
 from tasks.steps import PREPRO_STEPS, STEPS
@@ -67,10 +67,7 @@ def kill_during(argv: list[str], sorting, step: str) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     # The step program dies with its worker (no orphan writing on, unsupervised).
-    deadline = time.time() + 30
-    while step_processes(sorting) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not step_processes(sorting)
+    assert wait_until(lambda: not step_processes(sorting), 30)
 
 
 def test_sigkill_in_each_stage_then_rerun_completes(demo_world, tmp_path):

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from pipeline_world import EXPERIMENT, PROBE, REPO, SUBJECT, copy_sorting
+from pipeline_world import EXPERIMENT, PROBE, REPO, SUBJECT, copy_sorting, edit_drift
 
 from tasks.manifest import read_manifest, status
 from tasks.steps import PREPRO_STEPS
@@ -42,10 +41,7 @@ def test_luigi_module_preprocess_reruns_what_changed(demo_world, first_run, tmp_
     sorting = demo_world.sorting(tmp_path)
     copy_sorting(source, sorting)
     write_luigi_cfg(demo_world, tmp_path)
-    opts = yaml.safe_load(sorting.opts.read_text())
-    drift = next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
-    drift["clean_motion_kwargs"]["sigma_smooth_s"] = 3.0
-    sorting.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
+    edit_drift(sorting, "clean_motion_kwargs", sigma_smooth_s=3.0)
     before = {step: sorting.manifest(step).read_text() for step in PREPRO_STEPS}
 
     tree = luigi_command("luigi-deps-tree", tmp_path, "--module", "tasks", "Pipeline", *TARGET)

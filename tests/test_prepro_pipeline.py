@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import yaml
-from pipeline_world import copy_sorting, fast_options, write_options
+from pipeline_world import copy_sorting, edit_drift, fast_options, write_options
 
 from tasks.manifest import read_manifest, status
 from tasks.steps import PREPRO_STEPS, STEPS
@@ -24,15 +24,6 @@ def fresh_copy(demo_world, first_run, tmp_path):
 
 def manifests(sorting) -> dict[str, str]:
     return {step: sorting.manifest(step).read_text() for step in PREPRO_STEPS}
-
-
-def edit_drift(sorting, key: str, **values) -> dict:
-    opts = yaml.safe_load(sorting.opts.read_text())
-    drift = next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
-    old = dict(drift[key])
-    drift[key].update(values)
-    sorting.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
-    return old
 
 
 def rerun_and_diff(demo_world, sorting, tmp_path) -> set[str]:

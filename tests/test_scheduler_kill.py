@@ -10,9 +10,8 @@ import time
 
 import psutil
 import pytest
-import yaml
 from ops_world import scheduler_env, scheduler_factory_fixture, sort_argv, tasks_by_family  # noqa: F401
-from pipeline_world import copy_sorting
+from pipeline_world import copy_sorting, edit_drift
 
 from tasks.manifest import read_manifest, status
 from tasks.steps import PREPRO_STEPS
@@ -46,10 +45,7 @@ def test_killed_worker_fails_in_scheduler_then_rerun_resumes(
     sorting = demo_world.sorting(tmp_path)
     copy_sorting(source, sorting)
     # Edit localization: peak locations and everything after rerun; peaks stay done.
-    opts = yaml.safe_load(sorting.opts.read_text())
-    drift = next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
-    drift["localize_peaks_kwargs"]["radius_um"] = 70.0
-    sorting.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
+    edit_drift(sorting, "localize_peaks_kwargs", radius_um=70.0)
     peaks_manifest = sorting.manifest("peaks").read_text()
     peaks_mtime = (sorting.preprocessing / "peaks.npy").stat().st_mtime_ns
 

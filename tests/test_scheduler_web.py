@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from luigid import REPO, start_worker
 from ops_world import scheduler_env, scheduler_factory_fixture, sort_argv, tasks_by_family  # noqa: F401
-from pipeline_world import copy_sorting
+from pipeline_world import copy_sorting, edit_drift
 
 from tasks.manifest import status
 from tasks.scheduler import WAITING
@@ -100,10 +99,7 @@ def test_visualiser_shows_pipeline_progress_and_gpu(demo_world, first_run, tmp_p
     source, _ = first_run
     sorting = demo_world.sorting(tmp_path)
     copy_sorting(source, sorting)
-    opts = yaml.safe_load(sorting.opts.read_text())
-    drift = next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
-    drift["clean_motion_kwargs"]["sigma_smooth_s"] = 3.0
-    sorting.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
+    edit_drift(sorting, "clean_motion_kwargs", sigma_smooth_s=3.0)
     standins = start_standin_sorts(server, tmp_path)
     pipeline = subprocess.Popen(
         sort_argv(demo_world, tmp_path, url, "--prepro-only"),

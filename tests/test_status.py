@@ -6,8 +6,7 @@ import json
 import shutil
 
 import pytest
-import yaml
-from pipeline_world import EXPERIMENT, PROBE, copy_sorting
+from pipeline_world import EXPERIMENT, PROBE, copy_sorting, edit_drift
 
 from tasks import status as status_module
 from tasks.cli import main
@@ -24,10 +23,7 @@ def place(project_dir, subject: str, probe: str = PROBE) -> SortingDir:
 
 
 def edit_motion(sorting: SortingDir) -> None:
-    opts = yaml.safe_load(sorting.opts.read_text())
-    drift = next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
-    drift["estimate_motion_kwargs"]["bin_s"] = 7.0
-    sorting.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
+    edit_drift(sorting, "estimate_motion_kwargs", bin_s=7.0)
 
 
 def finalize_standin(sorting: SortingDir) -> None:
