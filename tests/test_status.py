@@ -8,7 +8,6 @@ import shutil
 import pytest
 from pipeline_world import EXPERIMENT, PROBE, copy_sorting, edit_drift
 
-from tasks import status as status_module
 from tasks.cli import main
 from tasks.layout import SortingDir
 from tasks.manifest import write_manifest
@@ -135,13 +134,6 @@ def test_status_finalized_sorting_with_standin_recording_dat(tree, capsys):
     assert row["recording_dat"] is False
     other = next(r for r in run_status(capsys, root) if r["subject"] == "STALE1")
     assert other["finalized"] == "no"
-
-
-def test_status_shows_question_mark_without_other_branches_modules(tree, capsys, monkeypatch):
-    root, _ = tree
-    monkeypatch.setattr(status_module, "_optional", lambda module, name: None)
-    row = run_status(capsys, root, "--subject", "DONE1")[0]
-    assert (row["curation"], row["postpro"], row["finalized"]) == ("?", {"?": "?"}, "?")
 
 
 def test_summarize_steps():
