@@ -23,10 +23,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from sglx_fixtures import META_DIR, write_file  # noqa: E402
-
-from tasks.cache import read_cached, refresh_cache  # noqa: E402
-from tasks.spikeglx import SessionFolders, scan_subject  # noqa: E402
+from tasks.inputs.cache import read_cached, refresh_cache  # noqa: E402
+from tasks.inputs.spikeglx import SessionFolders, scan_subject  # noqa: E402
+from tests.support.sglx_fixtures import META_DIR, write_file  # noqa: E402
 
 TEMPLATE = META_DIR / "allan-longcol_g0_t0.imec0.ap.meta"  # a genuine 7 KB NP1.0 .meta
 SESSIONS, GATES, PROBES, STREAMS = 5, 2, ("imec0", "imec1"), ("ap", "lf")
@@ -75,9 +74,9 @@ def timed(fn: Callable[[], object], repeat: int) -> tuple[list[float], object]:
 
 def segment_timing(files: pd.DataFrame, repeat: int) -> tuple[str, list[float] | None]:
     try:
-        from tasks.segments import build_segment_table
+        from tasks.inputs.segments import build_segment_table
     except ImportError as err:
-        return f"tasks.segments not available ({err})", None
+        return f"tasks.inputs.segments not available ({err})", None
     ap = files[(files["stream"] == "ap") & (files["probe"] == "imec0")].reset_index(drop=True)
     # One 10 s artifact in every 10th file: a realistic, sparse exclusions table.
     excl = pd.DataFrame(

@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench_motion.py [--duration 40] [--world DIR] [--n-jobs 2] [--bin-s S] [--own-peaks]
        [--preset-bin-s] [--presets NAME ...]
 Writes benchmarks/results/motion.md. Each configuration runs the pipeline's own stage functions
-(containers.motion: resolve_drift_params, detect/localize/estimate/clean) on the pipeline's recording
+(containers.motion.stages: resolve_drift_params, detect/localize/estimate/clean) on the pipeline's recording
 (the demo world's kept segments through the chain before drift correction), so the numbers are what
 `wisc-sort sort` runs. Peaks are detected once (the lab's detect_kwargs) and shared by every configuration
 unless --own-peaks; localizations are shared between configurations with identical localization kwargs.
@@ -119,7 +119,7 @@ def configurations(bin_s: float, presets: list[str], preset_bin_s: bool) -> list
 
 
 def _resolve(drift: dict) -> dict:
-    from containers.motion import resolve_drift_params
+    from containers.motion.stages import resolve_drift_params
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -127,8 +127,8 @@ def _resolve(drift: dict) -> dict:
 
 
 def _runs_here(resolved: dict) -> bool:
-    from containers.motion import check_motion_dependencies
-    from tasks.errors import UserError
+    from containers.motion.stages import check_motion_dependencies
+    from tasks.core.errors import UserError
 
     try:
         check_motion_dependencies(resolved)
@@ -150,7 +150,7 @@ class Runner:
         self.locations: dict[str, tuple] = {}
 
     def _peaks(self, detect: dict, label: str) -> tuple:
-        from containers.motion import detect_peaks_stage
+        from containers.motion.stages import detect_peaks_stage
 
         key = _key(detect)
         if key not in self.peaks:
@@ -160,7 +160,7 @@ class Runner:
         return self.peaks[key]
 
     def _locations(self, peaks_key: str, peaks, localize: dict, label: str) -> tuple:
-        from containers.motion import localize_peaks_stage
+        from containers.motion.stages import localize_peaks_stage
 
         key = peaks_key + _localize_key(localize)
         if key not in self.locations:
@@ -170,7 +170,7 @@ class Runner:
         return self.locations[key]
 
     def run(self, label: str, drift: dict) -> dict:
-        from containers.motion import (
+        from containers.motion.stages import (
             clean_motion_stage,
             estimate_motion_stage,
             motion_error_um,
@@ -243,7 +243,7 @@ def report(args, rows: list[dict], setup: dict, rec, n_peaks_label: str, load_be
         *machine_lines(),
         f"- load average (1/5/15 min) before: {load_before}; after: {load_average()} "
         "(other engineers share the machine)",
-        f"- data: demo world (containers.demo_world, 384-channel NP1.0, {args.duration:g} s generated, rigid "
+        f"- data: demo world (containers.demo.world, 384-channel NP1.0, {args.duration:g} s generated, rigid "
         f"zigzag 25 um peak to peak, period {args.duration / 2:g} s), kept recording {duration:.1f} s "
         f"(flat bout excluded); world written in {setup['world_s']:.1f} s"
         + (" (reused)" if setup["reused"] else ""),
@@ -254,7 +254,7 @@ def report(args, rows: list[dict], setup: dict, rec, n_peaks_label: str, load_be
         f" = {duration / setup['chain_s']:.2f}x real time; detect/localize below read that binary, so they"
         " time the method alone",
         f"- peaks: {n_peaks_label}; `*` = time of a shared computation (done once, reported for each user)",
-        "- RMS: containers.motion.motion_error_um (after removing a constant offset), on the raw estimate"
+        "- RMS: containers.motion.stages.motion_error_um (after removing a constant offset), on the raw estimate"
         " and after the configuration's cleaning (a preset alone cleans with SI's defaults: 30 um/s, no"
         " smoothing)",
         "- x RT: seconds of recording per second of wall time (>1 is faster than real time); stages ="
@@ -277,12 +277,12 @@ def report(args, rows: list[dict], setup: dict, rec, n_peaks_label: str, load_be
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from containers.runtime import cap_threads_env
+    from tasks.core.threads import cap_threads_env
 
     cap_threads_env(args.n_jobs)  # before numpy: as the step program does
-    from containers.recording import load_kept_recording, preprocess_for_motion
-    from containers.runtime import cap_threads_runtime
-    from containers.stepping import StepContext
+    from containers.recording.chain import load_kept_recording, preprocess_for_motion
+    from containers.runtime.stepping import StepContext
+    from containers.runtime.threads import cap_threads_runtime
 
     cap_threads_runtime(args.n_jobs)
     load_before = load_average()

@@ -22,9 +22,9 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from common import machine_lines, md_table, timed_process, write_result  # noqa: E402
 
-from tasks.layout import SortingDir  # noqa: E402
-from tasks.postpro_steps import PostproSet  # noqa: E402
-from tasks.postpro_tasks import setup_postpro  # noqa: E402
+from tasks.core.layout import SortingDir  # noqa: E402
+from tasks.steps.postpro import setup_postpro  # noqa: E402
+from tasks.steps.postpro_stages import PostproSet  # noqa: E402
 
 PLAIN = """
 import sys, numpy as np, pandas as pd, yaml
@@ -36,8 +36,8 @@ from spikeinterface.core.sortinganalyzer import get_extension_class
 from spikeinterface.extractors import read_phy
 from spikeinterface.metrics.quality.misc_metrics import amplitude_cutoff
 sys.path.insert(0, {repo!r})
-from tasks.hypnogram import read_hypnogram, state_frames   # the state -> frames mapping: not SpikeInterface's
-from tasks.segments import read_segments
+from tasks.inputs.hypnogram import read_hypnogram, state_frames   # the state -> frames mapping: not SpikeInterface's
+from tasks.inputs.segments import read_segments
 
 root, out, n_jobs = Path({root!r}), Path({out!r}), {n_jobs}
 opts = yaml.safe_load(Path({opts!r}).read_text())

@@ -44,12 +44,12 @@ from common import (  # noqa: E402
 STEPS = ("peaks", "peak_locations", "motion", "motion_clean", "motion_plot", "preprocessed_probe")
 PLAIN_STAGES = ("detect_peaks", "localize_peaks", "estimate_motion", "clean", "plot", "probe")
 STEP_STARTUP = (
-    "from containers.runtime import cap_threads_env; cap_threads_env(2); from containers import stepping"
+    "from tasks.core.threads import cap_threads_env; cap_threads_env(2); from containers import stepping"
 )
 STEP_PRE = (
     f"{STEP_STARTUP}; stepping.registry()"  # what a step program imports before its manifest's `started`
 )
-IN_STEP = "import containers.motion, containers.recording, containers.motion_plot, probeinterface"
+IN_STEP = "import containers.motion.stages, containers.recording.chain, containers.motion.plot, probeinterface"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,13 +70,13 @@ def manifests(sorting) -> dict[str, dict]:
 
 def pipeline_run(world: Path, args, log: Path, *extra: str) -> dict:
     """One `wisc-sort sort --prepro-only`: wall, CPU, and each step's working time (from its manifest)."""
-    from tasks.inputs import resolve
+    from tasks.inputs.resolve import resolve
 
     paths, target = demo_paths(world), demo_target()
     sorting = resolve(paths, target).sorting
     before = {s: m["finished"] for s, m in manifests(sorting).items()}
     argv = [
-        PYTHON, "-m", "tasks.cli", "sort", "--projects-file", str(paths.projects_file),
+        PYTHON, "-m", "tasks.commands.cli", "sort", "--projects-file", str(paths.projects_file),
         "--subjects-dir", str(paths.subjects_dir), "--cache-file", str(paths.cache_file),
         "--project", target.project, "--experiment", target.experiment,
         "--input", f"{target.subject},{target.probe}", "--n-jobs", str(args.n_jobs),
@@ -107,10 +107,10 @@ def fixed_costs(world: Path, opts_path: Path) -> dict[str, float]:
     """Costs a step program pays each time that one script pays once, measured apart (best of 3)."""
     import yaml
 
-    from containers.recording import load_kept_recording, preprocess_for_motion
-    from containers.runtime import ProgressFile
-    from tasks.inputs import resolve
-    from tasks.segments import read_segments
+    from containers.recording.chain import load_kept_recording, preprocess_for_motion
+    from containers.runtime.progress import ProgressFile
+    from tasks.inputs.resolve import resolve
+    from tasks.inputs.segments import read_segments
 
     def python(code: str):
         return lambda: subprocess.run([PYTHON, "-c", code], cwd=REPO, check=True, capture_output=True)
@@ -124,7 +124,7 @@ def fixed_costs(world: Path, opts_path: Path) -> dict[str, float]:
         "interpreter": interpreter,
         "step_pre": pre - interpreter,
         "in_step_imports": best_of(python(f"{STEP_PRE}; {IN_STEP}")) - pre,
-        "cli_imports": best_of(python("import tasks.cli, tasks.runner, tasks.pipeline")) - interpreter,
+        "cli_imports": best_of(python("import tasks.commands.cli, tasks.commands.sort, tasks.steps.pipeline")) - interpreter,
         "recording": best_of(
             lambda: preprocess_for_motion(load_kept_recording(read_segments(sorting.segments)), chain)
         ),
@@ -194,7 +194,7 @@ def plain_worker(spec_path: Path) -> int:
     from spikeinterface.sortingcomponents.peak_detection import detect_peaks
     from spikeinterface.sortingcomponents.peak_localization import localize_peaks
 
-    from containers.motion_plot import plot_motion_summary  # the lab's figure, as the pipeline draws it
+    from containers.motion.plot import plot_motion_summary  # the lab's figure, as the pipeline draws it
 
     lap("imports")
     out = Path(spec["out"])
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             for which in ("pipeline", "plain")[:: 1 if i % 2 == 0 else -1]:
                 if which == "pipeline":
-                    from tasks.inputs import resolve
+                    from tasks.inputs.resolve import resolve
 
                     shutil.rmtree(resolve(demo_paths(world), demo_target()).sorting.root, ignore_errors=True)
                     pipe.append(pipeline_run(world, args, log, "--opts", str(args.opts_copy)))

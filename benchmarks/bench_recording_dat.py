@@ -34,12 +34,12 @@ from spikeinterface.core.motion import Motion  # noqa: E402
 from spikeinterface.generation import NoiseGeneratorRecording  # noqa: E402
 from spikeinterface.sortingcomponents.motion import interpolate_motion  # noqa: E402
 
-from containers.motion import save_motion  # noqa: E402
-from containers.recording_dat import CLEAN_MOTION, TARGET  # noqa: E402
-from containers.sglx_writer import write_spikeglx_file  # noqa: E402
-from tasks.layout import SortingDir  # noqa: E402
-from tasks.segments import build_segment_table, write_segments  # noqa: E402
-from tasks.spikeglx import SessionFolders, scan_session  # noqa: E402
+from containers.demo.sglx_writer import write_spikeglx_file  # noqa: E402
+from containers.motion.stages import save_motion  # noqa: E402
+from containers.steps.recording_dat import CLEAN_MOTION, TARGET  # noqa: E402
+from tasks.core.layout import SortingDir  # noqa: E402
+from tasks.inputs.segments import build_segment_table, write_segments  # noqa: E402
+from tasks.inputs.spikeglx import SessionFolders, scan_session  # noqa: E402
 
 RATE = 30000.0
 CHAINS = ("demo", "chronic_df")
@@ -147,7 +147,7 @@ def our_step(sorting: SortingDir, n_jobs: int) -> float:
 
 
 def startup_seconds() -> float:
-    command = [sys.executable, "-c", "import containers.recording_dat, containers.stepping"]
+    command = [sys.executable, "-c", "import containers.steps.recording_dat, containers.runtime.stepping"]
     return timed(lambda: subprocess.run(command, check=True, cwd=REPO))
 
 

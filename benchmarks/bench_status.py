@@ -25,10 +25,10 @@ sys.path[:0] = [str(REPO)]
 import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS, machine_lines  # noqa: E402
-from tasks.layout import SortingDir  # noqa: E402
-from tasks.manifest import write_manifest  # noqa: E402
-from tasks.status import collect  # noqa: E402
-from tasks.steps import STEPS, expected, load_inputs, prepro_steps  # noqa: E402
+from tasks.commands.status import collect  # noqa: E402
+from tasks.core.layout import SortingDir  # noqa: E402
+from tasks.core.manifest import write_manifest  # noqa: E402
+from tasks.steps.registry import STEPS, expected, load_inputs, prepro_steps  # noqa: E402
 
 RATE = 30000.0
 UNITS = 300  # units of a typical chronic sort
@@ -99,7 +99,7 @@ def timed(function) -> float:
 
 
 def clear_caches() -> None:
-    from tasks import steps
+    from tasks.steps.registry import registry as steps
 
     for cached in (steps._read_inputs, steps._parse_options, steps._expected):
         cached.cache_clear()
@@ -111,7 +111,7 @@ def cold_collect(directories: dict) -> None:
 
 
 def measure(work: Path, n: int, repeat: int, distinct: bool) -> tuple[dict, dict[str, list[float]]]:
-    from tasks.projects import load_projects
+    from tasks.inputs.projects import load_projects
 
     projects = make_tree(work, n, distinct)
     directories = dict(load_projects(projects))
@@ -129,7 +129,7 @@ def measure(work: Path, n: int, repeat: int, distinct: bool) -> tuple[dict, dict
         "`find` over the tree (walk only, reads nothing)": [
             timed(lambda: subprocess.run(["find", str(work / "ssd")], **quiet)) for _ in range(repeat)
         ],
-        "status in process, caches cleared (`tasks.status.collect`)": [
+        "status in process, caches cleared (`tasks.commands.status.collect`)": [
             timed(lambda: cold_collect(directories)) for _ in range(repeat)
         ],
         "`wisc-sort status` (fresh process, text)": [

@@ -15,7 +15,7 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-# Stdlib only at module level: benchmarks cap threads (containers.runtime) before numpy is imported.
+# Stdlib only at module level: benchmarks cap threads (tasks.core.threads) before numpy is imported.
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PYTHON = sys.executable
@@ -102,7 +102,7 @@ def ensure_demo_world(folder: Path, duration_s: float) -> tuple[float, bool]:
     """
     import numpy as np
 
-    from containers import demo_world
+    from containers.demo import world as demo_world
 
     folder = Path(folder).absolute()
     truth = folder / "ground_truth" / "sorting.npz"
@@ -119,7 +119,7 @@ def ensure_demo_world(folder: Path, duration_s: float) -> tuple[float, bool]:
 
 def demo_paths(folder: Path):
     """Input locations of the demo world, as `wisc-sort demo` sets them."""
-    from tasks.config import load_paths
+    from tasks.settings import load_paths
 
     return load_paths(
         projects_file=folder / "projects.yaml",
@@ -130,15 +130,15 @@ def demo_paths(folder: Path):
 
 
 def demo_target(project: str = "shared_ssd"):
-    from containers import demo_world
-    from tasks.inputs import Target
+    from containers.demo import world as demo_world
+    from tasks.inputs.resolve import Target
 
     return Target(project, demo_world.EXPERIMENT, demo_world.ALIAS, demo_world.SUBJECT, demo_world.PROBE)
 
 
 def demo_segments(folder: Path):
     """The demo world's segment table, resolved as the pipeline resolves it."""
-    from tasks.inputs import resolve
+    from tasks.inputs.resolve import resolve
 
     return resolve(demo_paths(folder), demo_target()).segments
 

@@ -18,12 +18,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Thread caps first: numpy, numba and torch read them once, when they load.
-    from containers.runtime import cap_threads_env
+    from tasks.core.threads import cap_threads_env
 
     cap_threads_env(args.n_jobs)
 
-    from containers.stepping import run_step
-    from tasks.errors import UserError
+    from containers.runtime.stepping import run_step
+    from tasks.core.errors import UserError
 
     try:
         run_step(args.step, args.sorting_dir, args.n_jobs)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from pipeline_world import World, copy_sorting, fast_options, write_options
+
+from tests.support.pipeline_world import World, copy_sorting, fast_options, write_options
 
 
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory) -> World:
-    from containers.demo_world import write_demo_world
+    from containers.demo.world import write_demo_world
 
     folder = tmp_path_factory.mktemp("demo_world")
     write_demo_world(folder, duration_s=20.0, num_units=20, seed=1)

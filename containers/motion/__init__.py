@@ -1,0 +1,1 @@
+"""Motion estimation stages (peaks, locations, motion, cleaning) and the motion summary figure."""

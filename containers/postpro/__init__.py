@@ -1,0 +1,1 @@
+"""Postprocessing: the SortingAnalyzer, extensions, quality metrics (per sleep state), summary plots."""

@@ -1,0 +1,1 @@
+"""The `wisc-sort` command line: one module per command."""

@@ -1,0 +1,99 @@
+"""Free-disk preflight for big outputs (recording.dat): bytes needed, bytes free, the configured reserve."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import luigi.configuration
+import pandas as pd
+
+from tasks.core.atomic import TMP_MARK
+from tasks.core.errors import UserError
+from tasks.inputs.segments import n_kept_samples
+
+INT16_BYTES = 2
+# Room for what lands beside recording.dat before the sort (params.py, channel maps): small files.
+MARGIN_BYTES = 64 * 2**20
+RESERVE_KEY = "disk_reserve_gb"  # GiB, in luigi.cfg [wisc]
+RESERVE_ENV = "WISC_DISK_RESERVE_GB"
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_bytes(n: float) -> str:
+    """Binary units, 3 significant digits: 1.76 TiB, 922 GiB, 50 GiB, 0 B."""
+    if n <= 0:
+        return "0 B"
+    power = min(int(math.log(n, 1024)), len(_UNITS) - 1)
+    value = n / 1024**power
+    if value >= 999.5 and power < len(_UNITS) - 1:  # 3 digits: 1000 GiB reads 0.977 TiB
+        power, value = power + 1, value / 1024
+    return f"{value:.3g} {_UNITS[power]}"
+
+
+def bytes_needed(segments: pd.DataFrame, n_channels: int) -> int:
+    """recording.dat of the kept samples: samples x channels x 2 bytes (int16), plus a small margin."""
+    return n_kept_samples(segments) * int(n_channels) * INT16_BYTES + MARGIN_BYTES
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes available to this user on the filesystem of `path` (or of its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def reserve_bytes() -> int:
+    """Bytes to leave free: luigi.cfg [wisc] disk_reserve_gb (GiB); env WISC_DISK_RESERVE_GB wins."""
+    value = luigi.configuration.get_config().get("wisc", RESERVE_KEY, "0")
+    where = f"luigi.cfg [wisc] {RESERVE_KEY}"
+    if os.environ.get(RESERVE_ENV, "").strip():
+        value, where = os.environ[RESERVE_ENV], f"env {RESERVE_ENV}"
+    try:
+        gib = float(str(value).strip() or 0)
+    except ValueError:
+        gib = math.nan
+    if not math.isfinite(gib) or gib < 0:
+        raise UserError(f"{where}: {value!r} is not a number of GiB >= 0; fix it (0 reserves nothing)")
+    return int(gib * 2**30)
+
+
+def partial_files(target_file: Path) -> list[Path]:
+    """The target and temporary copies of it left by a killed writer (tasks.core.atomic names): replaced anyway."""
+    target_file = Path(target_file)
+    found = [target_file] if target_file.is_file() else []
+    if target_file.parent.is_dir():
+        found += sorted(target_file.parent.glob(f"{target_file.stem}{TMP_MARK}*{target_file.suffix}"))
+    return found
+
+
+def preflight(target_file: Path, needed: int) -> None:
+    """Raise UserError, before anything is written, when `needed` bytes would not fit beside the reserve.
+
+    An existing target (and stale temporary copies of it) counts as free: the step replaces it. Their
+    allocated blocks count, not their size: a killed SpikeInterface write leaves a sparse full-size file.
+    """
+    target_file = Path(target_file)
+    replaced = sum(p.stat().st_blocks * 512 for p in partial_files(target_file))
+    require_room(
+        target_file.parent,
+        needed,
+        f"for {target_file.name}",
+        "free space or sort into another project (--project)",
+        free_bytes(target_file.parent) + replaced,
+    )
+
+
+def require_room(where: Path, needed: int, purpose: str, advice: str, free: int | None = None) -> int:
+    """The free bytes at `where`; UserError (one line: needed, free, reserve, advice) when `needed` bytes
+    would not fit beside `[wisc] disk_reserve_gb`."""
+    free = free_bytes(where) if free is None else free
+    reserve = reserve_bytes()
+    if free - reserve < needed:
+        reserve_text = f" (reserve {human_bytes(reserve)})" if reserve else ""
+        have = f"{human_bytes(free)} free{reserve_text}"
+        raise UserError(f"{where}: needs {human_bytes(needed)} {purpose}, {have}: {advice}")
+    return free

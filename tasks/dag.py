@@ -1,0 +1,20 @@
+"""`luigi --module tasks.dag <Task>`: registers every Luigi task of the pipeline (and nothing else imports it).
+
+With `luigi ... --local-scheduler` it also sets wisc-sort's local limits (cpu = this host's cores,
+disk_write = 1, gpu = 3 per GPU) where luigi.cfg's [resources] leaves them unset: an undeclared resource
+has limit 1, so a step with --n-jobs 2 would never start. luigid ignores a client's limits.
+"""
+
+import os
+import sys
+
+from tasks.steps.finalize import Finalize  # noqa: F401  (the end of the DAG)
+from tasks.steps.pipeline import TASKS, Pipeline, Preprocess, SetupSorting  # noqa: F401
+from tasks.steps.postpro import Postpro  # noqa: F401
+
+globals().update({cls.__name__: cls for cls in TASKS.values()})  # Peaks, Motion, ..., Sort by name
+
+if os.path.basename(sys.argv[0]) in ("luigi", "luigi-deps-tree"):
+    from tasks.execution.build import ensure_local_resources
+
+    ensure_local_resources()

@@ -1,0 +1,1 @@
+"""Running a step program: the local and docker executors, images, the GPU lease, the central scheduler."""

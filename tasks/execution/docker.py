@@ -1,0 +1,214 @@
+"""The `docker` executor: each step program runs in its image through the Docker SDK, never as root.
+
+What `luigi.contrib.docker_runner` gets wrong and this does instead (LUIGI.md): the container runs as the
+invoking uid:gid, sees the sorting directory read-write and every raw-data folder of the segment table
+read-only at the same paths, gets exactly the GPU the sort was handed, has a unique name and labels, streams
+its output to the step's log, and is stopped and removed whatever happens to the worker: in `finally` on an
+exception or SIGTERM, and by a guard process (`python -m tasks.execution.docker_guard`) when the worker is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from functools import lru_cache
+from pathlib import Path
+
+from tasks.core.errors import UserError
+from tasks.core.layout import SortingDir
+from tasks.execution.executors import Executor, write_sinks
+from tasks.execution.images import image_name
+from tasks.steps.registry import load_inputs
+
+LABEL = "wisc-sorting.step"
+
+
+def _client():
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except DockerException as err:
+        raise UserError(
+            f"docker executor: the Docker engine does not answer ({err}); start dockerd, "
+            "or run with --executor local"
+        ) from None
+    return client
+
+
+@lru_cache(maxsize=16)
+def image_id(name: str) -> str:
+    """The local image's content id (sha256:...); cached for the process: output() asks on every pass."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return _client().images.get(name).id
+    except ImageNotFound:
+        kind = "ks25" if "ks25" in name else "si"
+        raise UserError(
+            f"docker executor: image {name} not found; build it with `wisc-sort images build {kind}`"
+        ) from None
+
+
+def image_kind(step: str, opts: dict) -> str:
+    """ks25 for a Kilosort 2.5 sort (MATLAB Runtime image), si for every other step."""
+    sorter = (opts.get("sorting") or {}).get("sorter_name", "")
+    return "ks25" if step == "sort" and sorter == "kilosort2_5" else "si"
+
+
+def raw_roots(sorting: SortingDir) -> list[Path]:
+    """The folders holding the raw files the segment table names (kept and dropped rows), outermost only."""
+    import pandas as pd
+
+    paths = pd.read_csv(sorting.segments, sep="\t", usecols=["path"])["path"]
+    # Not resolved: the step opens the paths as written, so they must exist as written inside.
+    folders = sorted({Path(os.path.abspath(p)).parent for p in paths})
+    roots: list[Path] = []
+    for folder in folders:  # sorted: a parent comes before its children
+        if not any(folder.is_relative_to(root) for root in roots):
+            roots.append(folder)
+    return roots
+
+
+def container_name(step: str, sorting: SortingDir) -> str:
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{sorting.root.parent.name}-{sorting.root.name}")[-60:]
+    return f"wisc-{step}-{readable}-{uuid.uuid4().hex[:8]}"
+
+
+def gpu_request(env: dict[str, str]) -> tuple[list, dict[str, str]]:
+    """The Sort's leased device as a device request; inside, that GPU is the container's device 0."""
+    from docker.types import DeviceRequest
+
+    device = env.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if not device:
+        return [], env
+    inside = {**env, "CUDA_VISIBLE_DEVICES": "0", "WISC_LEASE_DEVICE": device}
+    return [DeviceRequest(device_ids=[device], capabilities=[["gpu"]])], inside
+
+
+class DockerGuard:
+    """A process outside the worker's process group that removes the container if the worker dies.
+
+    It waits on a pipe: EOF without "done" means the worker is gone (even by SIGKILL, which runs no
+    `finally`), and the container must go too.
+    """
+
+    def __init__(self, container_id: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tasks.execution.docker_guard", container_id],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # a signal to the worker's group must not take the guard with it
+        )
+
+    def release(self) -> None:
+        try:
+            self.proc.stdin.write(b"done\n")
+            self.proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        self.proc.wait(timeout=30)
+
+
+class DockerExecutor(Executor):
+    name = "docker"
+
+    def __init__(self, user: str | None = None) -> None:
+        # The invoking user: files the step writes are theirs, and root in a container never is.
+        self.user = user or f"{os.getuid()}:{os.getgid()}"
+
+    @staticmethod
+    def image_for(step: str, opts: dict) -> tuple[str, str]:
+        name = image_name(image_kind(step, opts))
+        return name, image_id(name)
+
+    def image(self, step: str, sorting: SortingDir) -> tuple[str, str]:
+        return self.image_for(step, load_inputs(sorting)[0])
+
+    def environment(self, step: str, sorting: SortingDir) -> str | None:
+        if not sorting.opts.exists() or not sorting.segments.exists():
+            return None  # not set up yet: nothing is complete anyway
+        return f"docker:{self.image(step, sorting)[1]}"
+
+    def check(self, steps: list[str], options: list[dict]) -> None:
+        _client()
+        for opts in options:
+            for step in steps:
+                self.image_for(step, opts)
+
+    def volumes(self, sorting: SortingDir) -> dict[str, dict[str, str]]:
+        mounts = {str(root): {"bind": str(root), "mode": "ro"} for root in raw_roots(sorting)}
+        root = str(sorting.root)
+        mounts[root] = {"bind": root, "mode": "rw"}
+        return mounts
+
+    def run_container(
+        self,
+        image: str,
+        command: list[str],
+        name: str,
+        env: dict[str, str],
+        sinks: list,
+        volumes: dict,
+        n_jobs: int = 1,
+        labels: dict[str, str] | None = None,
+        entrypoint: list[str] | None = None,
+    ) -> int:
+        """Run one container to its end, streaming its output; stop and remove it whatever happens."""
+        client = _client()
+        device_requests, env = gpu_request(env)
+        container = client.containers.create(
+            image,
+            command,
+            name=name,
+            user=self.user,
+            environment=env,
+            volumes=volumes,
+            device_requests=device_requests,
+            labels={
+                LABEL: command[0],
+                "wisc-sorting.worker": f"{os.uname().nodename}:{os.getpid()}",
+                **(labels or {}),
+            },
+            nano_cpus=int(min(n_jobs, os.cpu_count() or 1) * 1e9),  # the cores the scheduler reserved
+            entrypoint=entrypoint,
+            detach=True,
+        )
+        guard = DockerGuard(container.id)
+        try:
+            container.start()
+            relay = threading.Thread(target=self._relay, args=(container, sinks), daemon=True)
+            relay.start()
+            status = container.wait()["StatusCode"]
+            relay.join(timeout=10)
+            return int(status)
+        finally:
+            try:
+                container.remove(force=True)  # kills it first if it still runs (SIGTERM, timeout, error)
+            finally:
+                guard.release()
+
+    @staticmethod
+    def _relay(container, sinks: list) -> None:
+        for chunk in container.logs(stream=True, follow=True):
+            write_sinks(chunk, sinks)
+
+    def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+        name, identity = self.image(step, sorting)
+        env = {**env, "WISC_ENVIRONMENT": f"docker:{identity}", "WISC_IMAGE": f"{name}@{identity}"}
+        root = str(sorting.root)
+        return self.run_container(
+            identity,
+            [step, root, "--n-jobs", str(n_jobs)],
+            container_name(step, sorting),
+            env,
+            sinks,
+            self.volumes(sorting),
+            n_jobs,
+            {"wisc-sorting.sorting": root},
+        )

@@ -1,0 +1,166 @@
+"""Executors run a step program (`python -m containers <step> <dir>`): `local` here, `docker` in its image."""
+
+from __future__ import annotations
+
+import abc
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tasks.core.layout import SortingDir
+from tasks.core.threads import thread_env
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class StepFailed(RuntimeError):
+    """A step program exited non-zero; the message says where its log is."""
+
+
+def _die_with_parent() -> None:
+    # If the Luigi worker is SIGKILLed, the step dies too instead of writing on, unsupervised.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@contextmanager
+def step_lock(sorting: SortingDir, step: str) -> Iterator[None]:
+    """Host-local guard: one process at a time runs a given step of a given sorting."""
+    sorting.pipeline.mkdir(parents=True, exist_ok=True)
+    with open(sorting.pipeline / f"{step}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise StepFailed(f"{sorting.root}: step {step} is already running in another process") from err
+        yield
+
+
+def write_sinks(chunk: bytes, sinks: list) -> None:
+    for sink in sinks:
+        sink.write(chunk)
+        sink.flush()
+
+
+def relay_stream(stream, sinks: list) -> None:
+    # Raw chunks, not lines: progress bars redraw with carriage returns.
+    for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
+        write_sinks(chunk, sinks)
+
+
+def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event) -> None:
+    last = None
+    while not stop.wait(1.0):
+        try:
+            state = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        if state != last:
+            last = state
+            callback(float(state.get("percent", 0.0)), str(state.get("message", "")))
+
+
+class Executor(abc.ABC):
+    """Runs a step program under the step lock, logging to `.pipeline/<step>.log` and relaying progress.
+
+    Subclasses say how the program starts (`_execute`) and what environment its signature pins.
+    """
+
+    name = ""
+
+    def environment(self, step: str, sorting: SortingDir) -> str | None:
+        """What a step's signature pins besides options and inputs; None accepts outputs made anywhere."""
+        return None
+
+    def check(self, steps: list[str], options: list[dict]) -> None:
+        """Raise UserError before anything is written when these steps cannot run with these options
+        (the engine down, an image missing). Nothing to check for a subprocess here."""
+        return None
+
+    @abc.abstractmethod
+    def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+        """Start the step program with `env`, relay its output to `sinks`, return its exit code."""
+
+    def run(
+        self,
+        step: str,
+        sorting: SortingDir,
+        n_jobs: int,
+        on_progress: ProgressCallback | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        env = {**thread_env(n_jobs), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+        log_path = sorting.log(step)
+        stop = threading.Event()
+        with step_lock(sorting, step), open(log_path, "ab") as log:
+            sinks = [log] + ([sys.stderr.buffer] if hasattr(sys.stderr, "buffer") else [])
+            if on_progress is not None:
+                poller = threading.Thread(
+                    target=_poll_progress, args=(sorting.progress(step), on_progress, stop), daemon=True
+                )
+                poller.start()
+            try:
+                returncode = self._execute(step, sorting, n_jobs, env, sinks)
+            finally:
+                stop.set()
+        if returncode != 0:
+            raise StepFailed(f"step {step} of {sorting.root} failed (exit {returncode}); log: {log_path}")
+
+
+class LocalExecutor(Executor):
+    """Runs the step as a subprocess of this environment: the embedded default (no Docker, no GPU)."""
+
+    name = "local"
+
+    def command(self, step: str, sorting: SortingDir, n_jobs: int) -> list[str]:
+        return [sys.executable, "-m", "containers", step, str(sorting.root), "--n-jobs", str(n_jobs)]
+
+    def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+        proc = subprocess.Popen(
+            self.command(step, sorting, n_jobs),
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        relay = threading.Thread(target=relay_stream, args=(proc.stdout, sinks), daemon=True)
+        relay.start()
+        try:
+            return proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted (SIGTERM, timeout): stop the step, then reap it
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            relay.join(timeout=5)
+
+
+def _docker_executor() -> Executor:
+    from tasks.execution.docker import DockerExecutor  # imports the docker SDK only when asked for
+
+    return DockerExecutor()
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "docker": _docker_executor}
+_instances: dict[str, Executor] = {}
+
+
+def get_executor(name: str) -> Executor:
+    """One instance per name and process: output() asks on every scheduling pass."""
+    if name not in _instances:
+        if name not in EXECUTORS:
+            from tasks.core.errors import UserError
+
+            raise UserError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)} (--executor)")
+        _instances[name] = EXECUTORS[name]()
+    return _instances[name]

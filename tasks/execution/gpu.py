@@ -1,0 +1,315 @@
+"""The GPU as a Luigi resource (units by recording class, per-host names) and a host-local device lock.
+
+Two guards, because each alone fails somewhere:
+- luigid counts units per resource name (`[resources] gpu = 3` in *luigid's* config, 3 units per GPU;
+  a host with 2 GPUs sets 6). It never knows device ids and forgets running tasks when it restarts
+  without state or drops a silent worker.
+- `acquire_device` takes slot lock files on one device of this host (`flock`, released by the kernel
+  when the holder dies, even by SIGKILL). It picks the device and is the hard cap: a host with 2 GPUs
+  also lists 2 devices (`CUDA_VISIBLE_DEVICES`, `[wisc] gpu_devices` or `nvidia-smi -L`).
+
+Several GPU hosts on one scheduler: give each host's luigi.cfg its own name, `[wisc] gpu_resource =
+gpu@hostA` (or `gpu@{host}`, expanded to this host's short name), and list every name in luigid's
+`[resources]`: `gpu@hostA = 3`, `gpu@hostB = 3`. Luigi has no per-host caps otherwise.
+"""
+
+from __future__ import annotations
+
+import abc
+import fcntl
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import luigi.configuration
+
+from tasks.core.errors import UserError
+
+SECTION = "wisc"
+DEFAULT_LOCK_DIR = "/tmp/wisc-sorting-gpu-locks"
+DEFAULTS: dict[str, str] = {
+    "chronic_threshold_hours": "6.0",
+    "gpu_units_chronic": "2",  # the how-to: two chronic sorts on one GPU are too much
+    "gpu_units_acute": "1",  # one chronic + one acute, or three acute, are fine
+    "gpu_capacity": "3",  # units per device; luigid's [resources] gpu = 3 x devices
+    "gpu_resource": "gpu",
+    "gpu_devices": "",
+    "gpu_lock_dir": DEFAULT_LOCK_DIR,
+    "gpu_lock_timeout_s": "86400",
+}
+# Sorters that run on an NVIDIA GPU (SpikeInterface 0.105 `gpu_capability` required or optional).
+GPU_SORTERS = frozenset(
+    "kilosort kilosort2 kilosort2_5 kilosort3 kilosort4 pykilosort ironclust yass rtsort".split()
+)
+# Worker processes log through luigi's interface logger, so waits show up in their logs.
+logger = logging.getLogger("luigi-interface")
+
+RecordingClass = Literal["chronic", "acute"]
+
+
+def setting(key: str) -> str:
+    """A [wisc] GPU setting: the WISC_<KEY> env var, else luigi.cfg, else DEFAULTS ("" means unset)."""
+    value = luigi.configuration.get_config().get(SECTION, key, DEFAULTS[key])
+    return os.environ.get(f"WISC_{key.upper()}", value).strip()
+
+
+def _number(key: str, kind: type[int] | type[float], minimum: float) -> int | float:
+    raw = setting(key) or DEFAULTS[key]
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise UserError(
+            f"[wisc] {key} = {raw!r} (luigi.cfg or WISC_{key.upper()}) is not a {kind.__name__} "
+            f">= {minimum}; set it like the default {DEFAULTS[key]}"
+        )
+    return value
+
+
+def recording_class(kept_hours: float, threshold_hours: float | None = None) -> RecordingClass:
+    """'chronic' from `[wisc] chronic_threshold_hours` (default 6 h) of kept recording up, else 'acute'."""
+    if threshold_hours is None:
+        threshold_hours = float(_number("chronic_threshold_hours", float, 0.0))
+    return "chronic" if kept_hours >= threshold_hours else "acute"
+
+
+def gpu_capacity() -> int:
+    return int(_number("gpu_capacity", int, 1))
+
+
+def gpu_units(sorter_name: str, kept_hours: float) -> int:
+    """GPU units one sort takes: 0 for CPU sorters, `gpu_units_chronic` (2) or `gpu_units_acute` (1)."""
+    if sorter_name not in GPU_SORTERS:
+        return 0
+    key = f"gpu_units_{recording_class(kept_hours)}"
+    units = int(_number(key, int, 0))
+    if units > gpu_capacity():
+        # luigid never schedules a task asking more than the capacity, and says nothing about it.
+        raise UserError(f"[wisc] {key} = {units} exceeds [wisc] gpu_capacity = {gpu_capacity()}; lower it")
+    return units
+
+
+def gpu_resource_name() -> str:
+    """The resource name luigid counts GPU units under: `[wisc] gpu_resource`, `{host}` expanded."""
+    name = setting("gpu_resource") or DEFAULTS["gpu_resource"]
+    return name.replace("{host}", socket.gethostname().split(".")[0])
+
+
+class GpuTaskMixin(abc.ABC):
+    """For a Luigi task with a cheap `gpu_units_needed()`: adds its GPU units to the task's resources.
+
+    Put it first in the bases (`class Sort(GpuTaskMixin, StepTask)`) so the CPU units of the other base
+    are kept. Luigi reads `resources` on every scheduling pass: `gpu_units_needed` must not read big files.
+    """
+
+    @abc.abstractmethod
+    def gpu_units_needed(self) -> int:
+        """GPU units this task takes (0 for a CPU sorter)."""
+
+    @property
+    def resources(self) -> dict[str, int]:
+        merged = dict(super().resources)  # type: ignore[misc]
+        units = self.gpu_units_needed()
+        if units:
+            merged[gpu_resource_name()] = units
+        return merged
+
+    def gpu_lease(self, **kwargs: object) -> DeviceLease:
+        """`acquire_device` for this task's units; waits are shown as the task's status message."""
+        on_wait = getattr(self, "set_status_message", None)
+        return acquire_device(self.gpu_units_needed(), on_wait=on_wait, **kwargs)  # type: ignore[arg-type]
+
+
+class GpuBusyError(RuntimeError):
+    """No device of this host had the slots a sort needs before the timeout."""
+
+
+class DeviceLease:
+    """Slots held on one device until `release()` (or the end of the `with` block, or the process)."""
+
+    def __init__(self, device_id: str | None, units: int, lock_dir: Path | None, fds: list[int]) -> None:
+        self.device_id, self.units, self.lock_dir, self._fds = device_id, units, lock_dir, fds
+
+    def env(self) -> dict[str, str]:
+        """Environment for the step: only the leased device visible; nothing for a 0-unit lease."""
+        return {} if self.device_id is None else {"CUDA_VISIBLE_DEVICES": self.device_id}
+
+    @property
+    def held(self) -> bool:
+        return bool(self._fds)
+
+    def release(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)  # closing the only descriptor drops its flock
+
+    def __enter__(self) -> DeviceLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except (OSError, TypeError):  # interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"DeviceLease(device_id={self.device_id!r}, units={self.units}, lock_dir={self.lock_dir})"
+
+
+def visible_devices() -> list[str]:
+    """This worker's GPUs: CUDA_VISIBLE_DEVICES, else `[wisc] gpu_devices`, else `nvidia-smi -L`, else 0.
+
+    An empty CUDA_VISIBLE_DEVICES counts as unset (CUDA would read it as "no GPU").
+    """
+    for listed in (os.environ.get("CUDA_VISIBLE_DEVICES", ""), setting("gpu_devices")):
+        devices = [d.strip() for d in listed.split(",") if d.strip()]
+        if devices:
+            return devices
+    if shutil.which("nvidia-smi"):
+        try:
+            listing = subprocess.run(
+                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        devices = re.findall(r"^GPU (\d+):", listing, flags=re.MULTILINE)
+        if devices:
+            return devices
+    return ["0"]
+
+
+def _lock_dir(lock_dir: Path | None) -> Path:
+    path = Path(lock_dir or setting("gpu_lock_dir") or DEFAULT_LOCK_DIR).expanduser()
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        if str(path) == DEFAULT_LOCK_DIR:
+            # Shared by every user's workers on this host; sticky so nobody removes another's files.
+            try:
+                path.chmod(0o1777)
+            except OSError:
+                pass
+    return path
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY)  # another user's file: flock needs no write access
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = _open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _note_holder(fd: int) -> None:
+    """Write who holds a slot into its file (for the wait message); skipped on another user's file."""
+    note = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note.encode(), 0)
+    except OSError:
+        pass
+
+
+def _slot_path(lock_dir: Path, device: str, k: int) -> Path:
+    return lock_dir / f"gpu{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}.slot{k}.lock"
+
+
+def _try_take(lock_dir: Path, devices: list[str], units: int, capacity: int) -> tuple[str, list[int]] | dict:
+    """Under the host's probe lock: the device with most free slots and `units` of them, or the busy slots."""
+    probe = os.open(lock_dir / "probe.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        # Serialize probing so two acquirers never see each other's probe locks as held slots.
+        fcntl.flock(probe, fcntl.LOCK_EX)
+        free: dict[str, list[int]] = {}
+        busy: dict[str, list[Path]] = {}
+        for device in devices:
+            free[device], busy[device] = [], []
+            for k in range(capacity):
+                slot = _slot_path(lock_dir, device, k)
+                fd = _try_lock(slot)
+                if fd is None:
+                    busy[device].append(slot)
+                else:
+                    free[device].append(fd)
+        best = max(devices, key=lambda d: len(free[d]))  # first listed wins a tie
+        keep = free[best][:units] if len(free[best]) >= units else []
+        for fd in (fd for fds in free.values() for fd in fds if fd not in keep):
+            os.close(fd)
+        return (best, keep) if keep else busy
+    finally:
+        os.close(probe)
+
+
+def _busy_state(busy: dict[str, list[Path]], capacity: int, lock_dir: Path) -> str:
+    notes: dict[str, None] = {}  # ordered and deduplicated: one holder usually has several slots
+    for device, slots in busy.items():
+        for slot in slots:
+            try:
+                notes[f"gpu{device}: {slot.read_text().strip() or 'unknown'}"] = None
+            except OSError:
+                continue
+    free = ", ".join(f"gpu{d}={capacity - len(slots)}/{capacity}" for d, slots in busy.items())
+    return f"free slots {free} in {lock_dir} (held by {'; '.join(notes) or 'unknown'})"
+
+
+def acquire_device(
+    units: int,
+    lock_dir: Path | None = None,
+    devices: list[str] | None = None,
+    capacity: int | None = None,
+    timeout_s: float | None = None,
+    poll_s: float = 2.0,
+    on_wait: Callable[[str], object] | None = None,
+) -> DeviceLease:
+    """Take `units` slots on ONE device of this host, waiting up to `timeout_s` for room.
+
+    Defaults: `[wisc] gpu_lock_dir` (/tmp/wisc-sorting-gpu-locks), `visible_devices()`, `[wisc] gpu_capacity`
+    (3), `[wisc] gpu_lock_timeout_s` (1 day). Use as `with acquire_device(2) as lease: ... lease.env()`.
+    """
+    if units <= 0:
+        return DeviceLease(None, 0, None, [])
+    capacity = gpu_capacity() if capacity is None else capacity
+    if units > capacity:
+        raise UserError(f"a step asks {units} GPU units, a device has {capacity}; lower [wisc] gpu_units_*")
+    timeout_s = float(_number("gpu_lock_timeout_s", float, 0.0)) if timeout_s is None else timeout_s
+    path, devices = _lock_dir(lock_dir), devices or visible_devices()
+    start, last_message = time.monotonic(), -float("inf")
+    while True:
+        taken = _try_take(path, devices, units, capacity)
+        if isinstance(taken, tuple):
+            device, fds = taken
+            for fd in fds:
+                _note_holder(fd)
+            return DeviceLease(device, units, path, fds)
+        waited, state = time.monotonic() - start, _busy_state(taken, capacity, path)
+        if waited >= timeout_s:
+            raise GpuBusyError(
+                f"no GPU on {socket.gethostname()} had {units} free unit(s) after {waited:.0f} s: {state}; "
+                "luigid may have lost track of running sorts (restart, dropped worker): check those pids"
+            )
+        message = f"waiting for {units} GPU unit(s) on {socket.gethostname()}: {state}"
+        if time.monotonic() - last_message >= 60:
+            last_message = time.monotonic()
+            logger.warning(message)
+            if on_wait is not None:
+                on_wait(message)
+        time.sleep(min(poll_s, max(0.0, timeout_s - waited)))

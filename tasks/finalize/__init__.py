@@ -1,0 +1,1 @@
+"""Finalize: clear the fast drive and move a sorting home without losing a byte."""

@@ -1,0 +1,1 @@
+"""phy's formats: the curation gate, params.py, and whether a sort finished."""

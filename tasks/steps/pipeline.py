@@ -1,0 +1,261 @@
+"""The Luigi DAG: one small task per step; targets are the sorting directory's files, checked by manifest."""
+
+from __future__ import annotations
+
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import luigi
+import yaml
+
+from tasks.core import manifest
+from tasks.core.errors import UserError, warn
+from tasks.core.layout import SortingDir
+from tasks.core.manifest import is_complete, supersede
+from tasks.execution.executors import StepFailed, get_executor
+from tasks.execution.gpu import GpuTaskMixin, gpu_units
+from tasks.inputs.resolve import Target, resolve
+from tasks.inputs.segments import kept_hours as segments_kept_hours
+from tasks.settings import load_paths
+from tasks.steps.registry import CURATION_FILES, STEPS, load_inputs, prepro_steps
+from tasks.steps.setup import prepare_sorting
+
+
+@lru_cache(maxsize=64)
+def _sorting_dir(projects_file: Path, stamp: int, target: Target) -> SortingDir:
+    from tasks.inputs.resolve import sorting_dir
+
+    return sorting_dir(load_paths(projects_file=projects_file), target)
+
+
+class StepTarget(luigi.Target):
+    """A file of the sorting directory that exists for Luigi only while its step's manifest is current."""
+
+    def __init__(self, sorting: SortingDir, step: str, relative: str, environment: str | None = None) -> None:
+        self.sorting, self.step, self.relative, self.environment = sorting, step, relative, environment
+        self.path = str(sorting.path(relative))
+
+    def exists(self) -> bool:
+        return is_complete(self.sorting, self.step, self.environment)
+
+
+@lru_cache(maxsize=256)
+def _kept_hours(path: Path, stamp: int) -> float:
+    return segments_kept_hours(path) or 0.0
+
+
+def kept_hours(sorting: SortingDir) -> float:
+    """Hours of the sorted recording, from segments.htsv (cached: Luigi asks on every scheduling pass)."""
+    if not sorting.segments.exists():
+        return 0.0
+    return _kept_hours(sorting.segments, sorting.segments.stat().st_mtime_ns)
+
+
+def check_curation(sorting: SortingDir, discard: bool) -> None:
+    """A rerun sort would leave phy's labels beside clusters they do not describe: refuse, unless told."""
+    found = [name for name in CURATION_FILES if (sorting.sorter_output / name).exists()]
+    if not found:
+        return
+    if not discard:
+        raise UserError(
+            f"{sorting.sorter_output}: holds phy curation ({', '.join(found)}) of a sort whose options or "
+            "inputs changed; move it away, or rerun with --discard-curation to move it into si_output.bak/"
+        )
+    backup = sorting.root / "si_output.bak" / f"curation-{manifest.now().replace(':', '')}"
+    backup.mkdir(parents=True, exist_ok=True)
+    for name in found:
+        shutil.move(sorting.sorter_output / name, backup / name)
+
+
+class SortingTask(luigi.Task):
+    """Parameters shared by every task of one sorting: project, experiment, alias, subject, probe."""
+
+    project = luigi.Parameter(description="project holding the sorting (e.g. shared_ssd)")
+    experiment = luigi.Parameter()
+    alias = luigi.Parameter(default="full")
+    subject = luigi.Parameter()
+    probe = luigi.Parameter()
+    opts = luigi.OptionalPathParameter(
+        default=None,
+        significant=False,
+        description="options file for a first run (the sorting's copy rules after)",
+    )
+    n_jobs = luigi.IntParameter(default=1, significant=False)
+    executor = luigi.Parameter(default="local", significant=False)
+    # Disabled after one failure: with keep_alive, luigi's default (999999999 retries every 15 min)
+    # would keep a worker waiting forever on a step that needs the user (bad input, curation).
+    retry_count = 1
+
+    @property
+    def target(self) -> Target:
+        return Target(self.project, self.experiment, self.alias, self.subject, self.probe)
+
+    @property
+    def sorting(self) -> SortingDir:
+        paths = load_paths()
+        stamp = paths.projects_file.stat().st_mtime_ns if paths.projects_file.exists() else 0
+        return _sorting_dir(paths.projects_file, stamp, self.target)
+
+    def options(self) -> dict:
+        """The sorting's opts.yaml, or the first-run options file before setup has run."""
+        if self.sorting.opts.exists() and self.sorting.segments.exists():
+            return load_inputs(self.sorting)[0]  # cached: Luigi asks on every scheduling pass
+        source = self.sorting.opts if self.sorting.opts.exists() else self.opts
+        if source is None or not Path(source).exists():
+            return {}
+        return yaml.safe_load(Path(source).read_text()) or {}
+
+    def shared(self) -> dict:
+        return {name: getattr(self, name) for name, _ in SortingTask.get_params()}
+
+
+class SetupSorting(SortingTask):
+    """opts.yaml, exclusions.htsv and segments.htsv: written before anything is computed."""
+
+    def output(self):
+        return [luigi.LocalTarget(str(p)) for p in (self.sorting.opts, self.sorting.segments)]
+
+    def run(self):
+        prepare_sorting(resolve(load_paths(), self.target), self.opts)
+
+
+class StepTask(SortingTask):
+    """Runs `python -m containers <step>` through the executor; complete only when the manifest says so."""
+
+    step: str = ""
+    resources_per_job = {"cpu": 1}
+
+    @property
+    def resources(self) -> dict[str, int]:
+        return {name: units * self.n_jobs for name, units in self.resources_per_job.items()}
+
+    def requires(self):
+        upstream = STEPS[self.step].upstream(self.options())
+        return [
+            SetupSorting(**self.shared()) if u == "segments" else TASKS[u](**self.shared()) for u in upstream
+        ]
+
+    def output(self):
+        environment = get_executor(self.executor).environment(self.step, self.sorting)
+        return {
+            rel: StepTarget(self.sorting, self.step, rel, environment) for rel in STEPS[self.step].outputs
+        }
+
+    def _progress(self, percent: float, message: str) -> None:
+        self.set_progress_percentage(round(percent))
+        self.set_status_message(message)
+
+    def run(self):
+        self.execute()
+
+    def execute(self, extra_env: dict[str, str] | None = None) -> None:
+        sorting = self.sorting
+        if self.set_tracking_url is not None:  # the web view's "track progress" button opens the log
+            self.set_tracking_url(sorting.log(self.step).as_uri())
+        state = manifest.status(sorting, self.step)
+        detail = manifest.describe_partial(sorting, self.step) if state == "partial" else ""
+        backup = supersede(sorting, self.step)
+        if backup is not None:
+            what = f"partial outputs of an interrupted run ({detail})" if detail else f"{state} outputs"
+            warn(f"{self.step} of {sorting.root}: {what} moved to {backup}; rerunning")
+            self.set_status_message(f"{what} moved to {backup}")
+        try:
+            get_executor(self.executor).run(
+                self.step, sorting, self.n_jobs, on_progress=self._progress, extra_env=extra_env
+            )
+        except StepFailed:
+            # Partial outputs are moved aside, never deleted: the next run starts clean.
+            supersede(sorting, self.step)
+            raise
+        if not is_complete(sorting, self.step):
+            state = manifest.status(sorting, self.step)
+            raise RuntimeError(
+                f"step {self.step} exited 0 but its outputs are {state}; log: {sorting.log(self.step)}"
+            )
+
+    def on_failure(self, exception):
+        """Short, for the scheduler's web view: what failed, why, where the log is."""
+        text = " ".join(str(exception).split())[:400]
+        log = self.sorting.log(self.step)
+        where = "" if "log:" in text or not log.exists() else f"; log: {log}"
+        return f"{self.step} failed for {self.sorting.root}: {type(exception).__name__}: {text}{where}"
+
+
+class Peaks(StepTask):
+    step = "peaks"
+
+
+class PeakLocations(StepTask):
+    step = "peak_locations"
+
+
+class Motion(StepTask):
+    step = "motion"
+
+
+class MotionClean(StepTask):
+    step = "motion_clean"
+
+
+class MotionPlot(StepTask):
+    step = "motion_plot"
+
+
+class PreprocessedProbe(StepTask):
+    step = "preprocessed_probe"
+
+
+class RecordingDat(StepTask):
+    """CPU and disk only: the GPU is not held while hours of preprocessing are written."""
+
+    step = "recording_dat"
+    resources_per_job = {"cpu": 1}
+
+    @property
+    def resources(self) -> dict[str, int]:
+        # One big sequential write per drive at a time (an undeclared resource has limit 1).
+        return {**super().resources, "disk_write": 1}
+
+
+class Sort(GpuTaskMixin, StepTask):
+    """The sorter on recording.dat; takes GPU units by recording class, and a device from the host lock."""
+
+    step = "sort"
+    discard_curation = luigi.BoolParameter(
+        default=False, significant=False, description="rerun a stale sort even though phy curation exists"
+    )
+
+    def gpu_units_needed(self) -> int:
+        sorter = (self.options().get("sorting") or {}).get("sorter_name", "")
+        return gpu_units(sorter, kept_hours(self.sorting))
+
+    def run(self):
+        check_curation(self.sorting, self.discard_curation)
+        with self.gpu_lease() as lease:
+            env = {**lease.env(), "WISC_LEASE_GPU_UNITS": str(lease.units), "WISC_LEASE_AT": manifest.now()}
+            if lease.device_id is not None:
+                self.set_status_message(f"sorting on GPU {lease.device_id} ({lease.units} units)")
+            self.execute(extra_env=env)
+
+
+TASKS: dict[str, type[StepTask]] = {
+    cls.step: cls
+    for cls in (Peaks, PeakLocations, Motion, MotionClean, MotionPlot, PreprocessedProbe, RecordingDat, Sort)
+}
+
+
+class Preprocess(SortingTask, luigi.WrapperTask):
+    """Everything before the sort (`--prepro-only`): peaks, motion, cleaning, the plot, the probe."""
+
+    def requires(self):
+        return [TASKS[step](**self.shared()) for step in prepro_steps(self.options())]
+
+
+class Pipeline(SortingTask, luigi.WrapperTask):
+    """Everything of a sorting as far as the pipeline goes: preprocessing, recording.dat, the sort."""
+
+    discard_curation = Sort.discard_curation
+
+    def requires(self):
+        return [Preprocess(**self.shared()), Sort(**self.shared(), discard_curation=self.discard_curation)]
