@@ -1,4 +1,9 @@
-"""Step program: `python -m containers <step> <sorting_dir> [--n-jobs N]`, the contract executors run."""
+"""Step program: `python -m containers <step> <sorting_dir> [--n-jobs N] [flags]`, the contract executors run.
+
+Everything a step needs besides the sorting directory comes as a flag, resolved by the planning layer on
+the host (a container has no luigi.cfg and must not guess): the disk reserve, the curation override, the
+environment id its signature pins, and what the Luigi task handed over (recorded in the manifest).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("step")
     parser.add_argument("sorting_dir", type=Path)
     parser.add_argument("--n-jobs", type=int, default=1)
+    parser.add_argument("--disk-reserve-gb", type=float, default=0.0, help="GiB to keep free when writing")
+    parser.add_argument("--allow-uncurated", action="store_true", help="postprocess units phy left unlabelled")
+    parser.add_argument("--environment", default="", help="what the step's signature pins (docker:<image id>)")
+    parser.add_argument(
+        "--record", action="append", default=[], metavar="KEY=VALUE", help="recorded in the step's manifest"
+    )
     return parser.parse_args(argv)
 
 
@@ -22,11 +33,23 @@ def main(argv: list[str] | None = None) -> int:
 
     cap_threads_env(args.n_jobs)
 
-    from containers.runtime.stepping import run_step
+    from containers.runtime.stepping import StepSettings, run_step
     from tasks.core.errors import UserError
 
     try:
-        run_step(args.step, args.sorting_dir, args.n_jobs)
+        records = dict(item.split("=", 1) for item in args.record)
+    except ValueError:
+        print(f"wisc-sort step {args.step}: error: --record takes KEY=VALUE", file=sys.stderr)
+        return 2
+    settings = StepSettings(
+        n_jobs=args.n_jobs,
+        disk_reserve_bytes=int(max(args.disk_reserve_gb, 0.0) * 2**30),
+        allow_uncurated=args.allow_uncurated,
+        environment=args.environment,
+        records=records,
+    )
+    try:
+        run_step(args.step, args.sorting_dir, settings)
     except UserError as err:
         print(f"wisc-sort step {args.step}: error: {err}", file=sys.stderr)
         return 2

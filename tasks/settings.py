@@ -1,4 +1,8 @@
-"""Where the lab's inputs live: the [wisc] section of luigi.cfg, then WISC_* env vars, then CLI flags."""
+"""Every setting of `[wisc]` and `[wisc_scheduler]` in one table: luigi.cfg, then WISC_* variables, then flags.
+
+Settings are resolved here, on the host that plans; a step program never reads them (DESIGN.md): what it
+needs (the disk reserve, say) reaches it as a command-line flag.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,103 @@ from pathlib import Path
 
 import luigi.configuration
 
-SECTION = "wisc"
-DEFAULTS = {
-    "projects_file": "projects.yaml",
-    "subjects_dir": "subjects",
-    "exclusions_project": "shared",
-    "cache_file": "",  # empty: <subjects_dir>/file_table_cache.parquet
+from tasks.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    default: str
+    kind: type = str  # str, int, float or Path
+    minimum: float | None = None
+    description: str = ""
+
+    @property
+    def env(self) -> str:
+        prefix = "WISC_SCHEDULER_" if self.section == "wisc_scheduler" else "WISC_"
+        return prefix + self.key.upper()
+
+
+def _wisc(key: str, default: str, kind: type = str, minimum: float | None = None, description: str = ""):
+    return Setting("wisc", key, default, kind, minimum, description)
+
+
+def _scheduler(key: str, default: str, kind: type = str, minimum: float | None = None, description: str = ""):
+    return Setting("wisc_scheduler", key, default, kind, minimum, description)
+
+
+SETTINGS: dict[tuple[str, str], Setting] = {
+    (s.section, s.key): s
+    for s in [
+        _wisc("projects_file", "projects.yaml", Path, description="YAML stream of project/project_directory"),
+        _wisc("subjects_dir", "subjects", Path, description="folder of <SUBJECT>.yml files"),
+        _wisc("exclusions_project", "shared", description="project holding <probe>.ap.artifacts.htsv"),
+        _wisc("cache_file", "", description="Parquet file table; empty: <subjects_dir>/file_table_cache.parquet"),
+        _wisc("executor", "local", description="local, docker or slurm: where step programs run"),
+        _wisc("disk_reserve_gb", "0", float, 0, "GiB kept free on a drive when writing recording.dat"),
+        _wisc("chronic_threshold_hours", "6.0", float, 0, "kept hours from which a recording is chronic"),
+        _wisc("gpu_units_chronic", "2", int, 0, "GPU units a chronic sort takes (two never share a GPU)"),
+        _wisc("gpu_units_acute", "1", int, 0, "GPU units an acute sort takes"),
+        _wisc("gpu_capacity", "3", int, 1, "units per GPU device"),
+        _wisc("gpu_resource", "gpu", description="Luigi resource name (gpu@host for per-host caps)"),
+        _wisc("gpu_devices", "", description="device ids to use, e.g. 0,1 (default: CUDA_VISIBLE_DEVICES)"),
+        _wisc("gpu_lock_dir", "/tmp/wisc-sorting-gpu-locks", Path, description="host-local device locks"),
+        _wisc("gpu_lock_timeout_s", "86400", float, 0, "seconds a sort waits for a device lock"),
+        _wisc("image_si", "", description="SpikeInterface image name (default wisc-sorting-si:<version>)"),
+        _wisc("image_ks25", "", description="Kilosort 2.5 image name (default wisc-sorting-ks25:<version>)"),
+        _scheduler("address", "127.0.0.1", description="luigid has no authentication: loopback by default"),
+        _scheduler("port", "8082", int, 1),
+        _scheduler("state_dir", "~/.wisc-sorting/scheduler", Path, description="state, history, logs"),
+        _scheduler("remove_delay", "172800", int, 0, "seconds finished tasks stay visible (two days)"),
+        _scheduler("worker_disconnect_delay", "600", int, 1, "a busy worker's ping may be late"),
+        _scheduler("retry_delay", "900", int, 0),
+        _scheduler("retry_count", "1", int, 1, "a failed step waits for the user: no retry loop"),
+        _scheduler("watch_interval", "5", float, 0, "seconds between GPU-wait notes (0: no watcher)"),
+    ]
 }
+
+
+def _spec(section: str, key: str) -> Setting:
+    try:
+        return SETTINGS[(section, key)]
+    except KeyError:
+        raise KeyError(f"[{section}] {key} is not a declared setting (tasks/settings.py)") from None
+
+
+def raw(key: str, section: str = "wisc", override: object = None) -> str:
+    """The text of a setting: a non-empty override, else its env variable, else luigi.cfg, else the default."""
+    spec = _spec(section, key)
+    if override not in (None, ""):
+        return str(override).strip()
+    value = luigi.configuration.get_config().get(section, key, spec.default)
+    return os.environ.get(spec.env, str(value)).strip()
+
+
+def get(key: str, section: str = "wisc", override: object = None):
+    """A setting with its type; a bad value is a one-line error naming the section, key and variable."""
+    spec = _spec(section, key)
+    text = raw(key, section, override) or spec.default
+    if spec.kind is str:
+        return text
+    if spec.kind is Path:
+        return Path(text).expanduser()
+    try:
+        value = spec.kind(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or (spec.minimum is not None and value < spec.minimum):
+        at_least = f" >= {spec.minimum:g}" if spec.minimum is not None else ""
+        raise UserError(
+            f"[{section}] {key} = {text!r} (luigi.cfg or {spec.env}) is not a {spec.kind.__name__}{at_least}; "
+            f"set it like the default {spec.default}"
+        )
+    return value
+
+
+def disk_reserve_bytes() -> int:
+    """Bytes to leave free on a drive: `[wisc] disk_reserve_gb` (GiB) or WISC_DISK_RESERVE_GB."""
+    return int(get("disk_reserve_gb") * 2**30)
 
 
 @dataclass(frozen=True)
@@ -26,22 +120,14 @@ class Paths:
 
 
 def load_paths(**overrides: str | Path | None) -> Paths:
-    """Resolve the input locations. Later sources win: luigi.cfg [wisc] < WISC_<KEY> env < overrides."""
-    cfg = luigi.configuration.get_config()
-    values: dict[str, str] = {}
-    for key, default in DEFAULTS.items():
-        value = cfg.get(SECTION, key, default)
-        value = os.environ.get(f"WISC_{key.upper()}", value)
-        if overrides.get(key) not in (None, ""):
-            value = str(overrides[key])
-        values[key] = value
-    subjects_dir = Path(values["subjects_dir"]).expanduser()
-    cache = values["cache_file"] or str(subjects_dir / "file_table_cache.parquet")
+    """Where the lab's inputs live; flags (overrides) win over env variables and luigi.cfg."""
+    subjects_dir = get("subjects_dir", override=overrides.get("subjects_dir"))
+    cache = raw("cache_file", override=overrides.get("cache_file"))
     return Paths(
-        projects_file=Path(values["projects_file"]).expanduser(),
+        projects_file=get("projects_file", override=overrides.get("projects_file")),
         subjects_dir=subjects_dir,
-        exclusions_project=values["exclusions_project"],
-        cache_file=Path(cache).expanduser(),
+        exclusions_project=get("exclusions_project", override=overrides.get("exclusions_project")),
+        cache_file=Path(cache).expanduser() if cache else subjects_dir / "file_table_cache.parquet",
     )
 
 

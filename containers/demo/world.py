@@ -17,11 +17,8 @@ from spikeinterface.core import BaseRecording, BaseRecordingSegment, BaseSorting
 
 from containers.demo.sglx_writer import np1_probe, write_spikeglx_file
 from tasks.core.errors import UserError
+from tasks.inputs.demo import ALIAS, EXPERIMENT, PROBE, SUBJECT
 
-SUBJECT = "DEMO1-Mouse"
-EXPERIMENT = "demo_experiment"
-ALIAS = "full"
-PROBE = "imec0"
 SESSIONS = ("1-10-2026", "1-11-2026")
 SAMPLING_RATE = 30000.123  # calibrated, non-integer, as real imec clocks are
 DRIFT_UM = 25.0  # peak-to-peak zigzag

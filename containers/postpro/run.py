@@ -21,7 +21,7 @@ from tasks.core.manifest import now
 from tasks.inputs.hypnogram import read_hypnogram, state_frames
 from tasks.inputs.segments import read_segments
 from tasks.options.postpro import EXTENSIONS, metric_columns, state_metric_names
-from tasks.phy.curation import curation_state, require_curated
+from tasks.phy.curation import curation_state
 from tasks.steps.postpro_stages import (
     METRICS_CSV,
     QM_CSV,
@@ -258,7 +258,7 @@ def run_postpro(
     pset: PostproSet, n_jobs: int, progress: ProgressFile, job_kwargs: dict, environment: str = ""
 ) -> dict:
     """Run every stage whose manifest is not current; returns {stage: what it recorded} for the stages run."""
-    from containers.sorters.run import open_recording_dat
+    from containers.steps.sort import open_recording_dat
 
     if not pset.opts.is_file():
         raise UserError(f"{pset.opts}: missing; run `wisc-sort postpro` to set up the postprocessing")
@@ -319,27 +319,3 @@ def _load_analyzer(pset: PostproSet, recording):
     if not analyzer.has_recording():
         analyzer.set_temporary_recording(recording)
     return analyzer
-
-
-def run_postpro_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
-    """`python -m containers postpro.<NAME> <sorting_dir>`: thread caps, progress, stale stages."""
-    import os
-
-    from containers.runtime.progress import install_tqdm_progress
-    from containers.runtime.threads import cap_threads_runtime
-    from tasks.core.layout import SortingDir
-
-    sorting = SortingDir(Path(sorting_dir).resolve())
-    pset = PostproSet(sorting, step.split(".", 1)[1])
-    if not sorting.opts.exists() or not sorting.segments.exists():
-        raise UserError(f"{sorting.root}: no opts.yaml/segments.htsv; run `wisc-sort sort` first")
-    require_curated(sorting.sorter_output, os.environ.get("WISC_ALLOW_UNCURATED") == "1")  # the gate, again
-    sorting.pipeline.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale_tmp(pset.folder)
-    progress = ProgressFile(sorting.progress(step), f"postprocessing {pset.name}")
-    install_tqdm_progress(progress)
-    cap_threads_runtime(n_jobs)
-    job_kwargs = {"n_jobs": n_jobs, "chunk_duration": "1s", "progress_bar": True}
-    progress.update(0.0, "starting", force=True)
-    run_postpro(pset, n_jobs, progress, job_kwargs, os.environ.get("WISC_ENVIRONMENT", ""))
-    progress.update(100.0, "done", force=True)

@@ -20,9 +20,9 @@ from spikeinterface.preprocessing.pipeline import pp_names_to_functions
 from spikeinterface.sortingcomponents.motion import interpolate_motion
 
 from tasks.core.errors import UserError
+from tasks.options.chain import DRIFT_STEP, WHERE, Chain
+from tasks.options.chain import split_chain as options_split_chain
 
-DRIFT_STEP = "drift_correction"
-WHERE = "opts.yaml preprocessing"
 # The option files' step names that differ from SpikeInterface's preprocessing function names.
 STEP_ALIASES = {"detect_bad_channels": "detect_and_remove_bad_channels"}
 # Where a step forwards its **kwargs, so that typos there are caught too.
@@ -151,12 +151,10 @@ def _step_function(name: str):
     return function
 
 
-def _check_step(step: object) -> tuple[str, dict]:
-    if not isinstance(step, dict) or "step_name" not in step or set(step) - {"step_name", "step_params"}:
-        raise UserError(f"{WHERE}: each item needs step_name and optional step_params only, got {step!r}")
+def _check_step(step: dict) -> tuple[str, dict]:
+    """A step's name and params, checked against the SpikeInterface function it runs (structure is checked
+    by the chain model first)."""
     params = step.get("step_params") or {}
-    if not isinstance(params, dict):
-        raise UserError(f"{WHERE}: {step['step_name']}.step_params must be a mapping")
     name = step["step_name"]
     if name == DRIFT_STEP:
         return name, params
@@ -175,16 +173,12 @@ def _check_step(step: object) -> tuple[str, dict]:
     return name, params
 
 
-def split_chain(steps: list[dict]) -> tuple[list[dict], dict | None, list[dict]]:
-    """(steps before drift_correction, its step_params or None, steps after); validates every step."""
-    checked = [_check_step(step) for step in steps or []]
-    names = [name for name, _ in checked]
-    if names.count(DRIFT_STEP) > 1:
-        raise UserError(f"{WHERE}: {DRIFT_STEP} appears {names.count(DRIFT_STEP)} times; keep one")
-    if DRIFT_STEP not in names:
-        return list(steps or []), None, []
-    i = names.index(DRIFT_STEP)
-    return list(steps[:i]), checked[i][1], list(steps[i + 1 :])
+def split_chain(steps: list[dict]) -> Chain:
+    """The one chain model (tasks/options/chain.py), every step's parameters checked against SpikeInterface."""
+    chain = options_split_chain(steps)
+    for step in [*chain.before, *chain.after]:
+        _check_step(step)
+    return chain
 
 
 def apply_chain(recording: BaseRecording, steps: list[dict]) -> BaseRecording:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,16 +14,31 @@ from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
 from tasks.core.manifest import now, write_manifest
 from tasks.inputs.segments import kept_hours
-from tasks.steps.registry import PREPRO_STEPS, STEPS, expected, load_inputs
+from tasks.steps.registry import FAMILIES, STEPS, expected, load_inputs, step_module
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the planning layer resolved on the host and passed as flags (python -m containers --help)."""
+
+    n_jobs: int = 1
+    disk_reserve_bytes: int = 0
+    allow_uncurated: bool = False
+    environment: str = ""  # what the signature pins (docker:<image id>); "" accepts any environment
+    records: dict[str, str] = field(default_factory=dict)  # handed over by the Luigi task: into the manifest
 
 
 @dataclass
 class StepContext:
     sorting: SortingDir
     opts: dict
-    n_jobs: int
+    settings: StepSettings
     progress: ProgressFile
     extra: dict = field(default_factory=dict)  # what the step wants recorded in its manifest
+
+    @property
+    def n_jobs(self) -> int:
+        return self.settings.n_jobs
 
     @property
     def job_kwargs(self) -> dict:
@@ -31,40 +46,22 @@ class StepContext:
         return {"n_jobs": self.n_jobs, "chunk_duration": "1s", "progress_bar": True}
 
 
-StepFunction = Callable[[StepContext], None]
+def _module(step: str):
+    """Imported lazily, alone (each import costs ~0.8 s of a step's start), after the progress hook."""
+    return importlib.import_module(step_module(step))
 
 
-# Step -> the module holding its function (imported alone: each import costs ~0.8 s of a step's start).
-STEP_MODULES = {
-    **{name: "containers.steps.prepro" for name in PREPRO_STEPS},
-    "recording_dat": "containers.steps.recording_dat",
-    "sort": "containers.sorters.run",
-    "postpro": "containers.postpro.run",  # `postpro.<NAME>`: every stage of one postprocessing set
-}
-
-
-def step_function(step: str) -> StepFunction:
-    """Imported lazily: after thread caps and the progress hook are in place."""
-    import importlib
-
-    module = importlib.import_module(STEP_MODULES[step])
-    functions = getattr(module, "STEP_FUNCTIONS", None) or {step: getattr(module, step)}
-    return functions[step]
-
-
-def run_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
-    if step.startswith("postpro."):
-        from containers.postpro.run import run_postpro_step
-
-        return run_postpro_step(step, sorting_dir, n_jobs)
+def run_step(step: str, sorting_dir: Path, settings: StepSettings) -> None:
     sorting = SortingDir(Path(sorting_dir).resolve())
+    if step.split(".", 1)[0] in FAMILIES and "." in step:
+        return _module(step).run_family(step, sorting, settings)  # e.g. postpro.<NAME>: stages of its own
     if step not in STEPS:
         raise UserError(f"unknown step {step!r}; known steps: {', '.join(STEPS)}")
     if not sorting.opts.exists() or not sorting.segments.exists():
         raise UserError(
             f"{sorting.root}: no opts.yaml/segments.htsv; run `wisc-sort sort` to set up the sorting"
         )
-    exp = expected(sorting, step, os.environ.get("WISC_ENVIRONMENT", ""))
+    exp = expected(sorting, step, settings.environment)
     opts, _ = load_inputs(sorting)
     sorting.pipeline.mkdir(parents=True, exist_ok=True)
     for rel in STEPS[step].outputs:
@@ -72,17 +69,14 @@ def run_step(step: str, sorting_dir: Path, n_jobs: int) -> None:
     hours = kept_hours(sorting.segments)
     label = "sorting" if step == "sort" else step  # "peaks: 41% of 23.4 h", "sorting: batch 812/2400"
     progress = ProgressFile(sorting.progress(step), label, hours=hours, counts=step == "sort")
-    install_tqdm_progress(progress)  # before spikeinterface is imported by the step functions
-    function = step_function(step)
-    cap_threads_runtime(n_jobs)
-    ctx = StepContext(sorting, opts, n_jobs, progress)
+    install_tqdm_progress(progress)  # before spikeinterface is imported by the step module
+    module = _module(step)
+    cap_threads_runtime(settings.n_jobs)
+    ctx = StepContext(sorting, opts, settings, progress)
     started = now()
     progress.update(0.0, "starting", force=True)
-    function(ctx)
+    module.run(ctx)
     progress.update(100.0, "done", force=True)
-    # What the Luigi task handed over (GPU lease time, units): recorded so the order of events can be checked.
-    handed = {k[5:].lower(): v for k, v in os.environ.items() if k.startswith("WISC_LEASE_")}
+    # What the Luigi task handed over (GPU lease time, units, image): so the order of events can be checked.
     devices = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    if os.environ.get("WISC_IMAGE"):  # name@id of the image this ran in (docker executor)
-        devices["image"] = os.environ["WISC_IMAGE"]
-    write_manifest(sorting, exp, started, {"n_jobs": n_jobs, **handed, **devices, **ctx.extra})
+    write_manifest(sorting, exp, started, {"n_jobs": settings.n_jobs, **settings.records, **devices, **ctx.extra})

@@ -9,7 +9,7 @@ import spikeinterface.preprocessing as spre
 from spikeinterface.core import BaseRecording, write_binary_recording
 
 from containers.runtime.stepping import StepContext
-from containers.steps.prepro import kept_recording, preprocessed_recording
+from containers.steps.common import kept_recording, preprocessed_recording
 from tasks.core.atomic import atomic_path
 from tasks.core.diskspace import (
     bytes_needed,
@@ -17,7 +17,6 @@ from tasks.core.diskspace import (
     human_bytes,
     partial_files,
     preflight,
-    reserve_bytes,
 )
 from tasks.core.errors import warn
 from tasks.inputs.segments import read_segments
@@ -75,15 +74,16 @@ def clipped_fraction(path: Path, n_channels: int, sampling_frequency: float) -> 
     return (clipped / total if total else 0.0), total / n_channels / sampling_frequency
 
 
-def recording_dat(ctx: StepContext) -> None:
+def run(ctx: StepContext) -> None:
     source = kept_recording(ctx)
     rec = preprocessed_recording(ctx, source)
     target = ctx.sorting.path(TARGET)
     n_channels, n_samples = rec.get_num_channels(), rec.get_num_samples()
     needed = bytes_needed(read_segments(ctx.sorting.segments), n_channels)
-    preflight(target, needed)
+    reserve = ctx.settings.disk_reserve_bytes
+    preflight(target, needed, reserve)
     partial = partial_files(target)
-    if partial and free_bytes(target.parent) - reserve_bytes() < needed:
+    if partial and free_bytes(target.parent) - reserve < needed:
         # The preflight counted them as free: there is no room for the new file beside them.
         warn(f"{target.parent}: removing the old {target.name} first: no room for the new one beside it")
         for path in partial:

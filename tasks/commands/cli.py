@@ -10,8 +10,6 @@ from pathlib import Path
 
 from tasks.core.errors import UserError, WiscWarning
 
-OPTS_DIR = Path(__file__).resolve().parents[1] / "opts"
-
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse prints usage + message; users get one line
@@ -230,7 +228,7 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tasks.commands.sort import run_demo
+    from tasks.commands.demo import run_demo
 
     return run_demo(args)
 
@@ -252,13 +250,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_postpro(args: argparse.Namespace) -> int:
-    from tasks.steps.postpro import run_postpro_cli
+    from tasks.commands.postpro import run_postpro_cli
 
     return run_postpro_cli(_paths(args), _targets(args), args)
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from tasks.steps.finalize import run_finalize_cli
+    from tasks.commands.finalize import run_finalize_cli
 
     return run_finalize_cli(_paths(args), _targets(args), args)
 

@@ -1,13 +1,11 @@
-"""Free-disk preflight for big outputs (recording.dat): bytes needed, bytes free, the configured reserve."""
+"""Free-disk preflight for big outputs (recording.dat): bytes needed, bytes free, beside a reserve."""
 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 
-import luigi.configuration
 import pandas as pd
 
 from tasks.core.atomic import TMP_MARK
@@ -17,8 +15,6 @@ from tasks.inputs.segments import n_kept_samples
 INT16_BYTES = 2
 # Room for what lands beside recording.dat before the sort (params.py, channel maps): small files.
 MARGIN_BYTES = 64 * 2**20
-RESERVE_KEY = "disk_reserve_gb"  # GiB, in luigi.cfg [wisc]
-RESERVE_ENV = "WISC_DISK_RESERVE_GB"
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
@@ -46,21 +42,6 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def reserve_bytes() -> int:
-    """Bytes to leave free: luigi.cfg [wisc] disk_reserve_gb (GiB); env WISC_DISK_RESERVE_GB wins."""
-    value = luigi.configuration.get_config().get("wisc", RESERVE_KEY, "0")
-    where = f"luigi.cfg [wisc] {RESERVE_KEY}"
-    if os.environ.get(RESERVE_ENV, "").strip():
-        value, where = os.environ[RESERVE_ENV], f"env {RESERVE_ENV}"
-    try:
-        gib = float(str(value).strip() or 0)
-    except ValueError:
-        gib = math.nan
-    if not math.isfinite(gib) or gib < 0:
-        raise UserError(f"{where}: {value!r} is not a number of GiB >= 0; fix it (0 reserves nothing)")
-    return int(gib * 2**30)
-
-
 def partial_files(target_file: Path) -> list[Path]:
     """The target and temporary copies of it left by a killed writer (tasks.core.atomic names): replaced anyway."""
     target_file = Path(target_file)
@@ -70,7 +51,7 @@ def partial_files(target_file: Path) -> list[Path]:
     return found
 
 
-def preflight(target_file: Path, needed: int) -> None:
+def preflight(target_file: Path, needed: int, reserve: int) -> None:
     """Raise UserError, before anything is written, when `needed` bytes would not fit beside the reserve.
 
     An existing target (and stale temporary copies of it) counts as free: the step replaces it. Their
@@ -83,15 +64,17 @@ def preflight(target_file: Path, needed: int) -> None:
         needed,
         f"for {target_file.name}",
         "free space or sort into another project (--project)",
+        reserve,
         free_bytes(target_file.parent) + replaced,
     )
 
 
-def require_room(where: Path, needed: int, purpose: str, advice: str, free: int | None = None) -> int:
+def require_room(
+    where: Path, needed: int, purpose: str, advice: str, reserve: int, free: int | None = None
+) -> int:
     """The free bytes at `where`; UserError (one line: needed, free, reserve, advice) when `needed` bytes
-    would not fit beside `[wisc] disk_reserve_gb`."""
+    would not fit beside `reserve` bytes (`[wisc] disk_reserve_gb`, resolved by the caller)."""
     free = free_bytes(where) if free is None else free
-    reserve = reserve_bytes()
     if free - reserve < needed:
         reserve_text = f" (reserve {human_bytes(reserve)})" if reserve else ""
         have = f"{human_bytes(free)} free{reserve_text}"

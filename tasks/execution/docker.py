@@ -22,7 +22,7 @@ from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
 from tasks.execution.executors import Executor, write_sinks
 from tasks.execution.images import image_name
-from tasks.steps.registry import load_inputs
+from tasks.steps.registry import STEPS, load_inputs
 
 LABEL = "wisc-sorting.step"
 
@@ -57,9 +57,8 @@ def image_id(name: str) -> str:
 
 
 def image_kind(step: str, opts: dict) -> str:
-    """ks25 for a Kilosort 2.5 sort (MATLAB Runtime image), si for every other step."""
-    sorter = (opts.get("sorting") or {}).get("sorter_name", "")
-    return "ks25" if step == "sort" and sorter == "kilosort2_5" else "si"
+    """The image a step runs in, as its declaration says (a step family such as postpro.<NAME>: si)."""
+    return STEPS[step].image(opts) if step in STEPS else "si"
 
 
 def raw_roots(sorting: SortingDir) -> list[Path]:
@@ -88,8 +87,7 @@ def gpu_request(env: dict[str, str]) -> tuple[list, dict[str, str]]:
     device = env.get("CUDA_VISIBLE_DEVICES", "").strip()
     if not device:
         return [], env
-    inside = {**env, "CUDA_VISIBLE_DEVICES": "0", "WISC_LEASE_DEVICE": device}
-    return [DeviceRequest(device_ids=[device], capabilities=[["gpu"]])], inside
+    return [DeviceRequest(device_ids=[device], capabilities=[["gpu"]])], {**env, "CUDA_VISIBLE_DEVICES": "0"}
 
 
 class DockerGuard:
@@ -198,13 +196,16 @@ class DockerExecutor(Executor):
         for chunk in container.logs(stream=True, follow=True):
             write_sinks(chunk, sinks)
 
-    def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+    def _execute(self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+        step = arguments[0]
         name, identity = self.image(step, sorting)
-        env = {**env, "WISC_ENVIRONMENT": f"docker:{identity}", "WISC_IMAGE": f"{name}@{identity}"}
+        pinned = ["--environment", f"docker:{identity}", "--record", f"image={name}@{identity}"]
+        if env.get("CUDA_VISIBLE_DEVICES", "").strip():  # the host's id: inside, the GPU is device 0
+            pinned += ["--record", f"lease_device={env['CUDA_VISIBLE_DEVICES'].strip()}"]
         root = str(sorting.root)
         return self.run_container(
             identity,
-            [step, root, "--n-jobs", str(n_jobs)],
+            [*arguments, *pinned],
             container_name(step, sorting),
             env,
             sinks,

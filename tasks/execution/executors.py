@@ -67,6 +67,23 @@ def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event
             callback(float(state.get("percent", 0.0)), str(state.get("message", "")))
 
 
+def step_flags(allow_uncurated: bool = False, records: dict[str, str] | None = None) -> list[str]:
+    """The host's settings a step program needs, as its flags (a container has no luigi.cfg to read)."""
+    from tasks import settings
+
+    flags = ["--disk-reserve-gb", repr(settings.get("disk_reserve_gb"))]
+    if allow_uncurated:
+        flags.append("--allow-uncurated")
+    for key, value in (records or {}).items():
+        flags += ["--record", f"{key}={value}"]
+    return flags
+
+
+def step_arguments(step: str, sorting: SortingDir, n_jobs: int, flags: list[str]) -> list[str]:
+    """`<step> <sorting_dir> --n-jobs N [flags]`: what follows `python -m containers` (or an image's entry)."""
+    return [step, str(sorting.root), "--n-jobs", str(n_jobs), *flags]
+
+
 class Executor(abc.ABC):
     """Runs a step program under the step lock, logging to `.pipeline/<step>.log` and relaying progress.
 
@@ -85,8 +102,8 @@ class Executor(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
-        """Start the step program with `env`, relay its output to `sinks`, return its exit code."""
+    def _execute(self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+        """Start the step program with `arguments` and `env`, relay its output to `sinks`, return its exit code."""
 
     def run(
         self,
@@ -95,7 +112,9 @@ class Executor(abc.ABC):
         n_jobs: int,
         on_progress: ProgressCallback | None = None,
         extra_env: dict[str, str] | None = None,
+        flags: list[str] | None = None,
     ) -> None:
+        arguments = step_arguments(step, sorting, n_jobs, step_flags() if flags is None else flags)
         env = {**thread_env(n_jobs), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
         log_path = sorting.log(step)
         stop = threading.Event()
@@ -107,7 +126,7 @@ class Executor(abc.ABC):
                 )
                 poller.start()
             try:
-                returncode = self._execute(step, sorting, n_jobs, env, sinks)
+                returncode = self._execute(arguments, sorting, n_jobs, env, sinks)
             finally:
                 stop.set()
         if returncode != 0:
@@ -119,12 +138,9 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def command(self, step: str, sorting: SortingDir, n_jobs: int) -> list[str]:
-        return [sys.executable, "-m", "containers", step, str(sorting.root), "--n-jobs", str(n_jobs)]
-
-    def _execute(self, step: str, sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+    def _execute(self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
         proc = subprocess.Popen(
-            self.command(step, sorting, n_jobs),
+            [sys.executable, "-m", "containers", *arguments],
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

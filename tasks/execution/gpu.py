@@ -28,22 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import luigi.configuration
-
+from tasks import settings
 from tasks.core.errors import UserError
 
-SECTION = "wisc"
-DEFAULT_LOCK_DIR = "/tmp/wisc-sorting-gpu-locks"
-DEFAULTS: dict[str, str] = {
-    "chronic_threshold_hours": "6.0",
-    "gpu_units_chronic": "2",  # the how-to: two chronic sorts on one GPU are too much
-    "gpu_units_acute": "1",  # one chronic + one acute, or three acute, are fine
-    "gpu_capacity": "3",  # units per device; luigid's [resources] gpu = 3 x devices
-    "gpu_resource": "gpu",
-    "gpu_devices": "",
-    "gpu_lock_dir": DEFAULT_LOCK_DIR,
-    "gpu_lock_timeout_s": "86400",
-}
+DEFAULT_LOCK_DIR = settings.SETTINGS["wisc", "gpu_lock_dir"].default
 # Sorters that run on an NVIDIA GPU (SpikeInterface 0.105 `gpu_capability` required or optional).
 GPU_SORTERS = frozenset(
     "kilosort kilosort2 kilosort2_5 kilosort3 kilosort4 pykilosort ironclust yass rtsort".split()
@@ -54,35 +42,15 @@ logger = logging.getLogger("luigi-interface")
 RecordingClass = Literal["chronic", "acute"]
 
 
-def setting(key: str) -> str:
-    """A [wisc] GPU setting: the WISC_<KEY> env var, else luigi.cfg, else DEFAULTS ("" means unset)."""
-    value = luigi.configuration.get_config().get(SECTION, key, DEFAULTS[key])
-    return os.environ.get(f"WISC_{key.upper()}", value).strip()
-
-
-def _number(key: str, kind: type[int] | type[float], minimum: float) -> int | float:
-    raw = setting(key) or DEFAULTS[key]
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise UserError(
-            f"[wisc] {key} = {raw!r} (luigi.cfg or WISC_{key.upper()}) is not a {kind.__name__} "
-            f">= {minimum}; set it like the default {DEFAULTS[key]}"
-        )
-    return value
-
-
 def recording_class(kept_hours: float, threshold_hours: float | None = None) -> RecordingClass:
     """'chronic' from `[wisc] chronic_threshold_hours` (default 6 h) of kept recording up, else 'acute'."""
     if threshold_hours is None:
-        threshold_hours = float(_number("chronic_threshold_hours", float, 0.0))
+        threshold_hours = settings.get("chronic_threshold_hours")
     return "chronic" if kept_hours >= threshold_hours else "acute"
 
 
 def gpu_capacity() -> int:
-    return int(_number("gpu_capacity", int, 1))
+    return settings.get("gpu_capacity")
 
 
 def gpu_units(sorter_name: str, kept_hours: float) -> int:
@@ -90,7 +58,7 @@ def gpu_units(sorter_name: str, kept_hours: float) -> int:
     if sorter_name not in GPU_SORTERS:
         return 0
     key = f"gpu_units_{recording_class(kept_hours)}"
-    units = int(_number(key, int, 0))
+    units = settings.get(key)
     if units > gpu_capacity():
         # luigid never schedules a task asking more than the capacity, and says nothing about it.
         raise UserError(f"[wisc] {key} = {units} exceeds [wisc] gpu_capacity = {gpu_capacity()}; lower it")
@@ -99,7 +67,7 @@ def gpu_units(sorter_name: str, kept_hours: float) -> int:
 
 def gpu_resource_name() -> str:
     """The resource name luigid counts GPU units under: `[wisc] gpu_resource`, `{host}` expanded."""
-    name = setting("gpu_resource") or DEFAULTS["gpu_resource"]
+    name = settings.get("gpu_resource")
     return name.replace("{host}", socket.gethostname().split(".")[0])
 
 
@@ -172,7 +140,7 @@ def visible_devices() -> list[str]:
 
     An empty CUDA_VISIBLE_DEVICES counts as unset (CUDA would read it as "no GPU").
     """
-    for listed in (os.environ.get("CUDA_VISIBLE_DEVICES", ""), setting("gpu_devices")):
+    for listed in (os.environ.get("CUDA_VISIBLE_DEVICES", ""), settings.raw("gpu_devices")):
         devices = [d.strip() for d in listed.split(",") if d.strip()]
         if devices:
             return devices
@@ -190,7 +158,7 @@ def visible_devices() -> list[str]:
 
 
 def _lock_dir(lock_dir: Path | None) -> Path:
-    path = Path(lock_dir or setting("gpu_lock_dir") or DEFAULT_LOCK_DIR).expanduser()
+    path = Path(lock_dir or settings.get("gpu_lock_dir")).expanduser()
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         if str(path) == DEFAULT_LOCK_DIR:
@@ -290,7 +258,7 @@ def acquire_device(
     capacity = gpu_capacity() if capacity is None else capacity
     if units > capacity:
         raise UserError(f"a step asks {units} GPU units, a device has {capacity}; lower [wisc] gpu_units_*")
-    timeout_s = float(_number("gpu_lock_timeout_s", float, 0.0)) if timeout_s is None else timeout_s
+    timeout_s = settings.get("gpu_lock_timeout_s") if timeout_s is None else timeout_s
     path, devices = _lock_dir(lock_dir), devices or visible_devices()
     start, last_message = time.monotonic(), -float("inf")
     while True:

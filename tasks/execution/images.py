@@ -7,7 +7,6 @@ Docker SDK, streaming its output. Layers are ordered so that a code change rebui
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,8 +14,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import luigi.configuration
-
+from tasks import settings
 from tasks.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +34,7 @@ def version() -> str:
 def image_name(kind: str) -> str:
     """`[wisc] image_<kind>` from luigi.cfg (or WISC_IMAGE_<KIND>), default wisc-sorting-<kind>:<version>."""
     default = f"wisc-sorting-{kind}:{version()}"
-    configured = luigi.configuration.get_config().get("wisc", f"image_{kind}", "") or default
-    return os.environ.get(f"WISC_IMAGE_{kind.upper()}", configured).strip() or default
+    return settings.raw(f"image_{kind}") or default
 
 
 def _copy_source(context: Path) -> None:

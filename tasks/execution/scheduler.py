@@ -25,18 +25,9 @@ from pathlib import Path
 import luigi.configuration
 
 from tasks.core.errors import UserError
+from tasks.settings import get as setting
 
 SECTION = "wisc_scheduler"
-DEFAULTS: dict[str, str] = {
-    "address": "127.0.0.1",  # luigid has no authentication: loopback unless told otherwise
-    "port": "8082",
-    "state_dir": "~/.wisc-sorting/scheduler",
-    "remove_delay": "172800",  # finished tasks stay visible two days (luigi's default: 10 minutes)
-    "worker_disconnect_delay": "600",  # a busy worker's ping may be late; luigi's 60 s fails live sorts
-    "retry_delay": "900",
-    "retry_count": "1",  # a failed step waits for the user (rerun re-enables it), no retry loop
-    "watch_interval": "5",  # seconds between checks for tasks waiting on GPU units ("0": no watcher)
-}
 WAITING = "waiting for GPU units"
 
 
@@ -90,28 +81,19 @@ def default_resources() -> dict[str, int]:
 
 def load_settings(**overrides: object) -> SchedulerSettings:
     """luigi.cfg `[wisc_scheduler]`, then WISC_SCHEDULER_<KEY> env vars, then flags (non-None overrides)."""
-    config = luigi.configuration.get_config()
-    values = {}
-    for key, default in DEFAULTS.items():
-        value = str(config.get(SECTION, key, default))
-        value = os.environ.get(f"WISC_SCHEDULER_{key.upper()}", value)
-        if overrides.get(key) is not None:
-            value = str(overrides[key])
-        values[key] = value.strip()
-    try:
-        watch = float(values["watch_interval"])
-    except ValueError:
-        raw = values["watch_interval"]
-        raise UserError(f"[{SECTION}] watch_interval = {raw!r} is not a number; fix luigi.cfg") from None
+
+    def value(key: str):
+        return setting(key, SECTION, overrides.get(key))
+
     return SchedulerSettings(
-        address=values["address"],
-        port=_integer("port", values["port"], 1),
-        state_dir=Path(values["state_dir"]).expanduser().resolve(),
-        remove_delay=_integer("remove_delay", values["remove_delay"]),
-        worker_disconnect_delay=_integer("worker_disconnect_delay", values["worker_disconnect_delay"], 1),
-        retry_delay=_integer("retry_delay", values["retry_delay"]),
-        retry_count=_integer("retry_count", values["retry_count"], 1),
-        watch_interval=watch,
+        address=value("address"),
+        port=value("port"),
+        state_dir=value("state_dir").resolve(),
+        remove_delay=value("remove_delay"),
+        worker_disconnect_delay=value("worker_disconnect_delay"),
+        retry_delay=value("retry_delay"),
+        retry_count=value("retry_count"),
+        watch_interval=value("watch_interval"),
         resources=dict(overrides.get("resources") or default_resources()),  # type: ignore[call-overload]
     )
 

@@ -30,6 +30,7 @@ from tasks.finalize.relocate import (
 )
 from tasks.phy.curation import require_curated
 from tasks.phy.params import check_params, rewrite_dat_path
+from tasks.settings import disk_reserve_bytes
 from tasks.steps.postpro_state import postpro_status
 
 FORMAT = "wisc-finalize/1"
@@ -117,6 +118,7 @@ def _check_room(req: Request, needed: int) -> int:
         needed,
         f"to copy the sorting on project {req.to_project}'s drive",
         "free space there, or finalize to another --to",
+        disk_reserve_bytes(),
     )
 
 

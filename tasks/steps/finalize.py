@@ -1,20 +1,14 @@
-"""`wisc-sort finalize` and the Luigi task `Finalize` at the end of the DAG: both drive tasks/finalize.py."""
+"""The Luigi task `Finalize` at the end of the DAG (tasks/finalize/ does the work; `wisc-sort finalize` too)."""
 
 from __future__ import annotations
-
-import argparse
 
 import luigi
 
 from tasks.finalize.finalize import (
     Request,
-    check_room_together,
-    describe,
     finalize_one,
     finalize_state,
-    plan_finalize,
     read_journal,
-    run_finalize,
 )
 from tasks.inputs.resolve import Target, sorting_dir
 from tasks.settings import Paths, load_paths
@@ -28,16 +22,6 @@ def make_request(paths: Paths, target: Target, postpro: str, to: str, keep_recor
     """Source in the target's project, destination at the same relative place in project `to`."""
     home = Target(to, target.experiment, target.alias, target.subject, target.probe)
     return Request(sorting_dir(paths, target), sorting_dir(paths, home), postpro, to, keep_recording_dat)
-
-
-def run_finalize_cli(paths: Paths, targets: list[Target], args: argparse.Namespace) -> int:
-    """Every input is checked before any is touched; then each is finalized (or its plan printed)."""
-    requests = [make_request(paths, t, args.postpro, args.to, args.keep_recording_dat) for t in targets]
-    plans = [plan_finalize(req) for req in requests]  # UserError here: nothing changed anywhere
-    check_room_together(plans)
-    for plan in plans:
-        print("\n".join(describe(plan) if args.dry_run else run_finalize(plan)))
-    return 0
 
 
 class FinalizedTarget(luigi.Target):

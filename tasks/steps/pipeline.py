@@ -13,7 +13,7 @@ from tasks.core import manifest
 from tasks.core.errors import UserError, warn
 from tasks.core.layout import SortingDir
 from tasks.core.manifest import is_complete, supersede
-from tasks.execution.executors import StepFailed, get_executor
+from tasks.execution.executors import StepFailed, get_executor, step_flags
 from tasks.execution.gpu import GpuTaskMixin, gpu_units
 from tasks.inputs.resolve import Target, resolve
 from tasks.inputs.segments import kept_hours as segments_kept_hours
@@ -133,7 +133,7 @@ class StepTask(SortingTask):
     def requires(self):
         upstream = STEPS[self.step].upstream(self.options())
         return [
-            SetupSorting(**self.shared()) if u == "segments" else TASKS[u](**self.shared()) for u in upstream
+            SetupSorting(**self.shared()) if u == "segments" else task_class(u)(**self.shared()) for u in upstream
         ]
 
     def output(self):
@@ -149,7 +149,8 @@ class StepTask(SortingTask):
     def run(self):
         self.execute()
 
-    def execute(self, extra_env: dict[str, str] | None = None) -> None:
+    def execute(self, extra_env: dict[str, str] | None = None, records: dict[str, str] | None = None) -> None:
+        """Run the step program with the host's settings as flags; `records` go into its manifest."""
         sorting = self.sorting
         if self.set_tracking_url is not None:  # the web view's "track progress" button opens the log
             self.set_tracking_url(sorting.log(self.step).as_uri())
@@ -162,7 +163,12 @@ class StepTask(SortingTask):
             self.set_status_message(f"{what} moved to {backup}")
         try:
             get_executor(self.executor).run(
-                self.step, sorting, self.n_jobs, on_progress=self._progress, extra_env=extra_env
+                self.step,
+                sorting,
+                self.n_jobs,
+                on_progress=self._progress,
+                extra_env=extra_env,
+                flags=step_flags(records=records),
             )
         except StepFailed:
             # Partial outputs are moved aside, never deleted: the next run starts clean.
@@ -182,35 +188,8 @@ class StepTask(SortingTask):
         return f"{self.step} failed for {self.sorting.root}: {type(exception).__name__}: {text}{where}"
 
 
-class Peaks(StepTask):
-    step = "peaks"
-
-
-class PeakLocations(StepTask):
-    step = "peak_locations"
-
-
-class Motion(StepTask):
-    step = "motion"
-
-
-class MotionClean(StepTask):
-    step = "motion_clean"
-
-
-class MotionPlot(StepTask):
-    step = "motion_plot"
-
-
-class PreprocessedProbe(StepTask):
-    step = "preprocessed_probe"
-
-
-class RecordingDat(StepTask):
-    """CPU and disk only: the GPU is not held while hours of preprocessing are written."""
-
-    step = "recording_dat"
-    resources_per_job = {"cpu": 1}
+class DiskWriteTask(StepTask):
+    """CPU and disk only (recording.dat): the GPU is not held while hours of preprocessing are written."""
 
     @property
     def resources(self) -> dict[str, int]:
@@ -218,10 +197,9 @@ class RecordingDat(StepTask):
         return {**super().resources, "disk_write": 1}
 
 
-class Sort(GpuTaskMixin, StepTask):
+class SortTask(GpuTaskMixin, StepTask):
     """The sorter on recording.dat; takes GPU units by recording class, and a device from the host lock."""
 
-    step = "sort"
     discard_curation = luigi.BoolParameter(
         default=False, significant=False, description="rerun a stale sort even though phy curation exists"
     )
@@ -233,23 +211,37 @@ class Sort(GpuTaskMixin, StepTask):
     def run(self):
         check_curation(self.sorting, self.discard_curation)
         with self.gpu_lease() as lease:
-            env = {**lease.env(), "WISC_LEASE_GPU_UNITS": str(lease.units), "WISC_LEASE_AT": manifest.now()}
+            records = {"lease_gpu_units": str(lease.units), "lease_at": manifest.now()}
             if lease.device_id is not None:
                 self.set_status_message(f"sorting on GPU {lease.device_id} ({lease.units} units)")
-            self.execute(extra_env=env)
+            self.execute(extra_env=lease.env(), records=records)
 
 
-TASKS: dict[str, type[StepTask]] = {
-    cls.step: cls
-    for cls in (Peaks, PeakLocations, Motion, MotionClean, MotionPlot, PreprocessedProbe, RecordingDat, Sort)
-}
+BASES: dict[str, type[StepTask]] = {"cpu": StepTask, "disk_write": DiskWriteTask, "gpu": SortTask}
+
+
+def task_class(step: str) -> type[StepTask]:
+    """The Luigi task of a registered step, made from its declaration once (named as the registry says)."""
+    if step not in TASKS:
+        spec = STEPS[step]
+        cls = type(spec.task_name, (BASES[spec.kind],), {"step": step, "__doc__": spec.description.capitalize()})
+        cls.__module__ = __name__
+        globals()[cls.__name__] = cls  # importable by name: pickling, `luigi --module tasks.dag <Task>`
+        TASKS[step] = cls
+    return TASKS[step]
+
+
+TASKS: dict[str, type[StepTask]] = {}
+for _name in list(STEPS):
+    task_class(_name)
+Sort = TASKS["sort"]
 
 
 class Preprocess(SortingTask, luigi.WrapperTask):
     """Everything before the sort (`--prepro-only`): peaks, motion, cleaning, the plot, the probe."""
 
     def requires(self):
-        return [TASKS[step](**self.shared()) for step in prepro_steps(self.options())]
+        return [task_class(step)(**self.shared()) for step in prepro_steps(self.options())]
 
 
 class Pipeline(SortingTask, luigi.WrapperTask):

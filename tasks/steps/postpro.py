@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import luigi
 from tasks.core import atomic
 from tasks.core.errors import UserError, warn
 from tasks.core.layout import SortingDir
-from tasks.execution.executors import get_executor
+from tasks.execution.executors import get_executor, step_flags
 from tasks.inputs.hypnogram import hypnogram_path, read_hypnogram
 from tasks.inputs.projects import load_projects, project_dir
 from tasks.options.postpro import load_postpro_options, parse_postpro_options
@@ -152,10 +152,13 @@ class Postpro(SortingTask):
         state = require_curated(self.sorting.sorter_output, self.allow_uncurated)
         if not state.complete:
             warn(f"postprocessing {self.sorting.root} with incomplete curation (--allow-uncurated)")
-        env = {"WISC_ALLOW_UNCURATED": "1"} if self.allow_uncurated else {}
         # A failed step leaves stage outputs without manifests: the next run moves them to <NAME>.bak/.
         get_executor(self.executor).run(
-            self.pset.step, self.sorting, self.n_jobs, on_progress=self._progress, extra_env=env
+            self.pset.step,
+            self.sorting,
+            self.n_jobs,
+            on_progress=self._progress,
+            flags=step_flags(allow_uncurated=self.allow_uncurated),
         )
         status = postpro_status(self.sorting, self.postpro_name)
         if status != "done":
@@ -164,65 +167,3 @@ class Postpro(SortingTask):
     def _progress(self, percent: float, message: str) -> None:
         self.set_progress_percentage(round(percent))
         self.set_status_message(message)
-
-
-def run_postpro_cli(paths, targets: list, args) -> int:
-    """`wisc-sort postpro`: check every target (options, hypnogram, curation) before anything runs."""
-    from tasks.commands.sort import build, executor_name
-    from tasks.inputs.resolve import sorting_dir
-
-    get_executor(executor_name(args)).check(["postpro"], [{}])  # the engine up, the si image there
-    tasks = []
-    for target in targets:
-        sorting = sorting_dir(paths, target)
-        hyp = resolve_hypnogram(args.hypnogram_project, target.experiment, target.subject)
-        if sorting.sorter_output.joinpath("spike_clusters.npy").exists():  # else the sort runs first
-            require_curated(sorting.sorter_output, args.allow_uncurated)
-        setup = setup_postpro(
-            sorting, args.opts, name=args.postpro, replace_opts=args.replace_opts, hypnogram=hyp
-        )
-        print(f"== postprocessing {setup.pset.folder} ({postpro_status(sorting, setup.pset.name)})")
-        for message in setup.messages:
-            print(message)
-        tasks.append(
-            Postpro(
-                **asdict(target),
-                n_jobs=args.n_jobs,
-                executor=executor_name(args),
-                postpro_name=setup.pset.name,
-                hypnogram_project=args.hypnogram_project,
-                allow_uncurated=args.allow_uncurated,
-            )
-        )
-    ok = build(tasks, args)
-    for task in tasks:
-        if (task.pset.folder / "metrics.csv").exists():
-            print(f"metrics: {task.pset.folder / 'metrics.csv'}; plots: {task.pset.folder / 'summary_plots'}")
-    return 0 if ok else 1
-
-
-def run_demo_postpro(paths, target, args) -> int:
-    """The demo after its sort: a hypnogram for its world, then postprocessing with auto pre-labels."""
-    import argparse
-
-    from tasks.inputs.hypnogram import DEMO_CYCLE, demo_hypnogram
-    from tasks.inputs.resolve import sorting_dir
-    from tasks.inputs.segments import read_segments
-
-    sorting = sorting_dir(paths, target)
-    hyp = resolve_hypnogram("shared", target.experiment, target.subject)
-    if not hyp.exists():
-        hyp.parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(hyp) as tmp:
-            demo_hypnogram(read_segments(sorting.segments)).to_csv(tmp, sep="\t", index=False)
-    print(f"hypnogram for the demo (1 s bouts cycling {', '.join(DEMO_CYCLE)} from each file's start): {hyp}")
-    print(
-        "curation: no human curates a demo; units get auto pre-labels from opts/postpro_demo.yaml thresholds"
-    )
-    post_args = argparse.Namespace(
-        **{**vars(args), "opts": Path(__file__).resolve().parents[1] / "opts" / "postpro_demo.yaml"},
-        hypnogram_project="shared",
-        allow_uncurated=True,
-        postpro=None,
-    )
-    return run_postpro_cli(paths, [target], post_args)

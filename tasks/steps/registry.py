@@ -1,8 +1,10 @@
-"""The step registry: what each step reads from the options, what it needs upstream, what it writes.
+"""The step registry: each step declared once (outputs, upstream, option keys, code version, image, module).
 
-A step's signature hashes the option keys it reads plus its upstream signatures, all computed from
-`opts.yaml` and `segments.htsv` alone (never from upstream manifests), so a stale upstream makes every
-downstream step stale even when Luigi never visits the upstream task.
+Everything else derives from a declaration: the Luigi task class (tasks/steps/pipeline.py), the status
+columns, the step program's dispatch (`python -m containers <step>` imports `module` and calls `run(ctx)`),
+the docker image. A step's signature hashes the option keys it reads plus its upstream signatures, all
+computed from `opts.yaml` and `segments.htsv` alone (never from upstream manifests), so a stale upstream
+makes every downstream step stale even when Luigi never visits the upstream task.
 """
 
 from __future__ import annotations
@@ -17,54 +19,40 @@ from pathlib import Path
 import yaml
 
 from tasks.core.layout import SortingDir
-
-# Bump when a step's computation changes meaning, to invalidate outputs made by older code.
-STEP_CODE_VERSION = {
-    "peaks": 1,
-    "peak_locations": 1,
-    "motion": 1,
-    "motion_clean": 1,
-    "motion_plot": 1,
-    "preprocessed_probe": 1,
-    "recording_dat": 1,
-    "sort": 1,
-}
+from tasks.options.chain import options_chain
 
 Options = dict
-
-
-def chain(opts: Options) -> list[dict]:
-    return list(opts.get("preprocessing") or [])
-
-
-def split_chain(opts: Options) -> tuple[list[dict], dict | None, list[dict]]:
-    """(steps before drift correction, drift_correction params or None, steps after)."""
-    steps = chain(opts)
-    for i, step in enumerate(steps):
-        if step.get("step_name") == "drift_correction":
-            return steps[:i], dict(step.get("step_params") or {}), steps[i + 1 :]
-    return steps, None, []
-
-
-def has_motion(opts: Options) -> bool:
-    return split_chain(opts)[1] is not None
-
-
-def _drift(opts: Options, *keys: str) -> dict:
-    params = split_chain(opts)[1] or {}
-    return {"preset": params.get("preset"), **{k: params.get(k) for k in keys}}
+Phase = str  # "prepro" (before recording.dat; motion steps only with drift correction), "write", "sort"
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
     outputs: tuple[str, ...]
-    upstream: Callable[[Options], tuple[str, ...]]
-    options: Callable[[Options], dict] = field(default=lambda opts: {})
+    upstream: Callable[[Options], tuple[str, ...]]  # step names, or "segments" (the sorting's setup)
+    options: Callable[[Options], dict] = field(default=lambda opts: {})  # the keys its signature covers
     description: str = ""
+    code_version: int = 1  # bump when the computation changes meaning: older outputs become stale
+    module: str = ""  # the step program's module, exposing run(ctx): containers.steps.<name> by default
+    task: str = ""  # the Luigi task class name: CamelCase of the name by default
+    kind: str = "cpu"  # Luigi base: "cpu" (n_jobs cpu units), "disk_write" (+1 disk_write), "gpu" (the sort)
+    phase: Phase = "prepro"
+    needs_motion: bool = False  # only when the chain has drift_correction
+    image: Callable[[Options], str] = field(default=lambda opts: "si")  # docker image kind
     # A folder the step owns as a whole (superseded together), minus files other steps own.
     owns_folder: str | None = None
     not_owned: tuple[str, ...] = ()
+
+    @property
+    def module_name(self) -> str:
+        return self.module or f"containers.steps.{self.name}"
+
+    @property
+    def task_name(self) -> str:
+        return self.task or "".join(part.title() for part in self.name.split("_"))
+
+    def applies(self, opts: Options) -> bool:
+        return not self.needs_motion or options_chain(opts).has_motion
 
 
 SORT_OUTPUTS = (
@@ -76,84 +64,125 @@ SORT_OUTPUTS = (
 CURATION_FILES = ("cluster_group.tsv", "cluster_info.tsv", "phy.log", ".phy")
 
 
-def _probe_upstream(opts: Options) -> tuple[str, ...]:
-    return ("motion_clean",) if has_motion(opts) else ("segments",)
+def _drift(*keys: str) -> Callable[[Options], dict]:
+    def subset(opts: Options) -> dict:
+        chain = options_chain(opts)
+        return {"preset": (chain.drift or {}).get("preset"), **{k: chain.drift_kwargs(k) for k in keys}}
+
+    return subset
 
 
-STEPS: dict[str, Step] = {
-    s.name: s
-    for s in [
-        Step(
-            "peaks",
-            ("preprocessing/peaks.npy",),
-            lambda o: ("segments",),
-            lambda o: {"chain_before_motion": split_chain(o)[0], **_drift(o, "detect_kwargs")},
-            "detect peaks on the preprocessed recording",
-        ),
-        Step(
-            "peak_locations",
-            ("preprocessing/peak_locations.npy",),
-            lambda o: ("peaks",),
-            lambda o: _drift(o, "localize_peaks_kwargs"),
-            "localize peaks",
-        ),
-        Step(
-            "motion",
-            ("preprocessing/motion_non_rigid.npz",),
-            lambda o: ("peak_locations",),
-            lambda o: _drift(o, "estimate_motion_kwargs"),
-            "estimate motion",
-        ),
-        Step(
-            "motion_clean",
-            ("preprocessing/motion_non_rigid_clean.npz",),
-            lambda o: ("motion",),
-            lambda o: {"clean_motion_kwargs": (split_chain(o)[1] or {}).get("clean_motion_kwargs")},
-            "clean motion",
-        ),
-        Step(
-            "motion_plot",
-            ("preprocessing/motion_summary.png",),
-            lambda o: ("peak_locations", "motion_clean"),
-            lambda o: {},
-            "plot motion summary",
-        ),
-        Step(
-            "preprocessed_probe",
-            ("preprocessed_si_probe.json",),
-            _probe_upstream,
-            lambda o: {
-                "chain_before_motion": split_chain(o)[0],
-                "interpolate_motion_kwargs": (split_chain(o)[1] or {}).get("interpolate_motion_kwargs"),
-                "chain_after_motion": split_chain(o)[2],
-            },
-            "preprocessed probe",
-        ),
-        Step(
-            "recording_dat",
-            ("si_output/sorter_output/recording.dat",),
-            lambda o: ("preprocessed_probe",),
-            lambda o: {},  # the chain is already in preprocessed_probe's signature
-            "write recording.dat",
-        ),
-        Step(
-            "sort",
-            SORT_OUTPUTS,
-            lambda o: ("recording_dat",),
-            lambda o: {"sorting": o.get("sorting")},
-            "sort",
-            owns_folder="si_output/sorter_output",
-            not_owned=("recording.dat",) + CURATION_FILES,
-        ),
-    ]
-}
+def _sort_image(opts: Options) -> str:
+    """ks25 for a Kilosort 2.5 sort (MATLAB Runtime image), si for every other step."""
+    return "ks25" if (opts.get("sorting") or {}).get("sorter_name") == "kilosort2_5" else "si"
 
-PREPRO_STEPS = ("peaks", "peak_locations", "motion", "motion_clean", "motion_plot", "preprocessed_probe")
-MOTION_STEPS = PREPRO_STEPS[:-1]
+
+STEPS: dict[str, Step] = {}
+
+
+def register(step: Step) -> Step:
+    """Add a step to the registry (the pipeline's own below; a test or a lab may add one)."""
+    STEPS[step.name] = step
+    return step
+
+
+for _step in [
+    Step(
+        "peaks",
+        ("preprocessing/peaks.npy",),
+        lambda o: ("segments",),
+        lambda o: {"chain_before_motion": options_chain(o).before, **_drift("detect_kwargs")(o)},
+        "detect peaks on the preprocessed recording",
+        needs_motion=True,
+    ),
+    Step(
+        "peak_locations",
+        ("preprocessing/peak_locations.npy",),
+        lambda o: ("peaks",),
+        _drift("localize_peaks_kwargs"),
+        "localize peaks",
+        needs_motion=True,
+    ),
+    Step(
+        "motion",
+        ("preprocessing/motion_non_rigid.npz",),
+        lambda o: ("peak_locations",),
+        _drift("estimate_motion_kwargs"),
+        "estimate motion",
+        needs_motion=True,
+    ),
+    Step(
+        "motion_clean",
+        ("preprocessing/motion_non_rigid_clean.npz",),
+        lambda o: ("motion",),
+        lambda o: {"clean_motion_kwargs": options_chain(o).drift_kwargs("clean_motion_kwargs")},
+        "clean motion",
+        needs_motion=True,
+    ),
+    Step(
+        "motion_plot",
+        ("preprocessing/motion_summary.png",),
+        lambda o: ("peak_locations", "motion_clean"),
+        description="plot motion summary",
+        needs_motion=True,
+    ),
+    Step(
+        "preprocessed_probe",
+        ("preprocessed_si_probe.json",),
+        lambda o: ("motion_clean",) if options_chain(o).has_motion else ("segments",),
+        lambda o: {
+            "chain_before_motion": options_chain(o).before,
+            "interpolate_motion_kwargs": options_chain(o).drift_kwargs("interpolate_motion_kwargs"),
+            "chain_after_motion": options_chain(o).after,
+        },
+        "preprocessed probe",
+    ),
+    Step(
+        "recording_dat",
+        ("si_output/sorter_output/recording.dat",),
+        lambda o: ("preprocessed_probe",),
+        description="write recording.dat",  # the chain is already in preprocessed_probe's signature
+        kind="disk_write",
+        phase="write",
+    ),
+    Step(
+        "sort",
+        SORT_OUTPUTS,
+        lambda o: ("recording_dat",),
+        lambda o: {"sorting": o.get("sorting")},
+        "sort",
+        kind="gpu",
+        phase="sort",
+        image=_sort_image,
+        owns_folder="si_output/sorter_output",
+        not_owned=("recording.dat",) + CURATION_FILES,
+    ),
+]:
+    register(_step)
+
+# Step families named `<family>.<NAME>` (one postprocessing set each), dispatched to one module.
+FAMILIES = {"postpro": "containers.steps.postpro"}
+
+PREPRO_STEPS = tuple(name for name, s in STEPS.items() if s.phase == "prepro")
+MOTION_STEPS = tuple(name for name in PREPRO_STEPS if STEPS[name].needs_motion)
 
 
 def prepro_steps(opts: Options) -> tuple[str, ...]:
-    return PREPRO_STEPS if has_motion(opts) else ("preprocessed_probe",)
+    """The steps before recording.dat that these options call for (motion steps need drift correction)."""
+    return tuple(name for name in PREPRO_STEPS if STEPS[name].applies(opts))
+
+
+def pipeline_steps(opts: Options) -> tuple[str, ...]:
+    """Every registered step these options call for, in registry order (status columns)."""
+    return tuple(name for name, s in STEPS.items() if s.applies(opts))
+
+
+def step_module(step: str) -> str:
+    """The module a step program runs for `step` (a registered step or a `<family>.<NAME>`)."""
+    family = step.split(".", 1)[0]
+    if "." in step and family in FAMILIES:
+        return FAMILIES[family]
+    return STEPS[step].module_name
 
 
 def digest(obj: object) -> str:
@@ -222,7 +251,7 @@ def _expected(inputs: tuple, step: str, environment: str) -> Expected:
     subset = spec.options(opts)
     payload = {
         "step": step,
-        "code": STEP_CODE_VERSION[step],
+        "code": spec.code_version,
         "options": subset,
         "upstream": upstream,
         "environment": environment,

@@ -19,10 +19,11 @@ from containers.demo.sglx_writer import write_spikeglx_file
 from containers.motion.stages import save_motion
 from containers.recording.chain import load_kept_recording, preprocess_full
 from containers.runtime.progress import ProgressFile
-from containers.runtime.stepping import StepContext
-from containers.steps.prepro import CLEAN_MOTION
-from containers.steps.recording_dat import TARGET, recording_dat
-from tasks.core.diskspace import MARGIN_BYTES, RESERVE_ENV
+from containers.runtime.stepping import StepContext, StepSettings
+from containers.steps.common import CLEAN_MOTION
+from containers.steps.recording_dat import TARGET
+from containers.steps.recording_dat import run as recording_dat
+from tasks.core.diskspace import MARGIN_BYTES
 from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
 from tasks.inputs.segments import build_segment_table, n_kept_samples, write_segments
@@ -74,7 +75,9 @@ def _opts(name: str) -> dict:
     return opts
 
 
-def _context(root: Path, segments: pd.DataFrame, opts: dict, n_jobs: int = 1) -> StepContext:
+def _context(
+    root: Path, segments: pd.DataFrame, opts: dict, n_jobs: int = 1, reserve_gb: float = 0.0
+) -> StepContext:
     sorting = SortingDir(root / "sorting.imec0")
     sorting.pipeline.mkdir(parents=True)
     sorting.opts.write_text(yaml.safe_dump(opts, sort_keys=False))
@@ -83,7 +86,8 @@ def _context(root: Path, segments: pd.DataFrame, opts: dict, n_jobs: int = 1) ->
     save_motion(CLEAN, sorting.preprocessing / CLEAN_MOTION)
     save_motion(RAW, sorting.preprocessing / "motion_non_rigid.npz")  # must NOT be used
     progress = ProgressFile(sorting.progress("recording_dat"), "write recording.dat")
-    return StepContext(sorting, copy.deepcopy(opts), n_jobs, progress)
+    settings = StepSettings(n_jobs=n_jobs, disk_reserve_bytes=int(reserve_gb * 2**30))
+    return StepContext(sorting, copy.deepcopy(opts), settings, progress)
 
 
 def _expected_chunks(
@@ -153,8 +157,7 @@ def _nothing_written(ctx: StepContext) -> bool:
 def test_reserve_larger_than_free_space_refuses(
     tmp_path: Path, segments: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(RESERVE_ENV, str(10**9))  # a billion GiB: more than any disk
-    ctx = _context(tmp_path, segments, _opts("demo"))
+    ctx = _context(tmp_path, segments, _opts("demo"), reserve_gb=10**9)  # a billion GiB: more than any disk
     with pytest.raises(
         UserError, match=r"sorter_output: needs .* for recording.dat, .* free \(reserve 954 PiB\)"
     ):
@@ -163,7 +166,6 @@ def test_reserve_larger_than_free_space_refuses(
 
 
 def test_small_drive_refuses(tmp_path: Path, segments: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(RESERVE_ENV, "0")
     ctx = _context(tmp_path, segments, _opts("demo"))
     with mounted_tmpfs(ctx.sorting.root / "si_output", 5):
         with pytest.raises(UserError, match=r"needs 9\d\.?\d* MiB for recording.dat, 5 MiB free: free space"):
@@ -176,7 +178,6 @@ def test_failed_write_leaves_no_temporary_file(
     tmp_path: Path, segments: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A real write error: the process may not write files past 1 MiB (EFBIG, as a full disk gives ENOSPC).
-    monkeypatch.setenv(RESERVE_ENV, "0")
     ctx = _context(tmp_path, segments, _opts("demo"))
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error instead of a killed process

@@ -14,8 +14,9 @@ from spikeinterface.preprocessing import astype
 
 from containers.demo.ground_truth import compare_to_ground_truth
 from containers.runtime.progress import ProgressFile
-from containers.runtime.stepping import StepContext
-from containers.sorters.run import dat_info, open_recording_dat, sort, sorter_class, whole_batches_trange
+from containers.runtime.stepping import StepContext, StepSettings
+from containers.steps.sort import dat_info, open_recording_dat, sorter_class, whole_batches_trange
+from containers.steps.sort import run as sort
 from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
 from tasks.phy.validation import read_params, validate_sorter_output
@@ -57,7 +58,7 @@ def _make_sorting_dir(root: Path, sorter: dict, duration_s: float = 2.0) -> tupl
     )
     sorting.manifest("recording_dat").write_text(json.dumps(manifest))
     opts = {"preprocessing": [], "sorting": sorter}
-    ctx = StepContext(sorting, opts, 1, ProgressFile(sorting.progress("sort"), "sort"))
+    ctx = StepContext(sorting, opts, StepSettings(), ProgressFile(sorting.progress("sort"), "sort"))
     return ctx, gt
 
 

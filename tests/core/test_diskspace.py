@@ -15,15 +15,16 @@ import pytest
 from tasks.core.atomic import tmp_name
 from tasks.core.diskspace import (
     MARGIN_BYTES,
-    RESERVE_ENV,
     bytes_needed,
     free_bytes,
     human_bytes,
     partial_files,
     preflight,
-    reserve_bytes,
 )
 from tasks.core.errors import UserError
+from tasks.settings import SETTINGS, disk_reserve_bytes
+
+RESERVE_ENV = SETTINGS["wisc", "disk_reserve_gb"].env
 
 MiB = 2**20
 
@@ -83,16 +84,16 @@ def test_reserve_from_luigi_config_and_env(monkeypatch: pytest.MonkeyPatch) -> N
     old = cfg.get("wisc", "disk_reserve_gb", None)
     try:
         cfg.set("wisc", "disk_reserve_gb", "2.5")
-        assert reserve_bytes() == int(2.5 * 2**30)
+        assert disk_reserve_bytes() == int(2.5 * 2**30)
         monkeypatch.setenv(RESERVE_ENV, "1")
-        assert reserve_bytes() == 2**30
+        assert disk_reserve_bytes() == 2**30
         monkeypatch.setenv(RESERVE_ENV, "lots")
-        with pytest.raises(UserError, match=f"env {RESERVE_ENV}: 'lots' is not a number"):
-            reserve_bytes()
+        with pytest.raises(UserError, match=rf"\[wisc\] disk_reserve_gb = 'lots' \(luigi.cfg or {RESERVE_ENV}\) is not a float"):
+            disk_reserve_bytes()
         monkeypatch.delenv(RESERVE_ENV)
         cfg.set("wisc", "disk_reserve_gb", "-3")
-        with pytest.raises(UserError, match=r"luigi.cfg \[wisc\] disk_reserve_gb: '-3'"):
-            reserve_bytes()
+        with pytest.raises(UserError, match=r"\[wisc\] disk_reserve_gb = '-3' .* >= 0"):
+            disk_reserve_bytes()
     finally:
         if had:
             cfg.set("wisc", "disk_reserve_gb", old)
@@ -103,9 +104,9 @@ def test_reserve_from_luigi_config_and_env(monkeypatch: pytest.MonkeyPatch) -> N
 def test_preflight_on_a_small_filesystem(tmp_path: Path, no_reserve: None) -> None:
     with mounted_tmpfs(tmp_path / "drive", 5) as drive:
         target = drive / "si_output" / "sorter_output" / "recording.dat"
-        preflight(target, 4 * MiB)
+        preflight(target, 4 * MiB, disk_reserve_bytes())
         with pytest.raises(UserError) as err:
-            preflight(target, 6 * MiB)
+            preflight(target, 6 * MiB, disk_reserve_bytes())
         assert str(err.value) == (
             f"{target.parent}: needs 6 MiB for recording.dat, 5 MiB free: "
             "free space or sort into another project (--project)"
@@ -121,9 +122,9 @@ def test_partial_target_counts_as_free(tmp_path: Path, no_reserve: None) -> None
         stale.write_bytes(b"\1" * MiB)
         (drive / "other.dat").write_bytes(b"\1" * MiB)  # not ours: not free
         assert partial_files(target) == [target, stale]
-        preflight(target, 4 * MiB)  # 1 MiB free + 3 MiB replaced
+        preflight(target, 4 * MiB, disk_reserve_bytes())  # 1 MiB free + 3 MiB replaced
         with pytest.raises(UserError, match="needs 4.5 MiB for recording.dat, 4 MiB free"):
-            preflight(target, int(4.5 * MiB))
+            preflight(target, int(4.5 * MiB), disk_reserve_bytes())
 
 
 def test_sparse_partial_file_counts_its_blocks_only(tmp_path: Path, no_reserve: None) -> None:
@@ -133,15 +134,15 @@ def test_sparse_partial_file_counts_its_blocks_only(tmp_path: Path, no_reserve: 
         with open(target, "wb") as f:
             f.truncate(100 * MiB)
         with pytest.raises(UserError, match="5 MiB free"):
-            preflight(target, 6 * MiB)
+            preflight(target, 6 * MiB, disk_reserve_bytes())
 
 
 def test_reserve_is_kept_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(RESERVE_ENV, "50")
     free = free_bytes(tmp_path)
     with pytest.raises(UserError) as err:
-        preflight(tmp_path / "recording.dat", max(1, free - 40 * 2**30))
+        preflight(tmp_path / "recording.dat", max(1, free - 40 * 2**30), disk_reserve_bytes())
     assert "(reserve 50 GiB): free space or sort into another project (--project)" in str(err.value)
     assert str(err.value).startswith(f"{tmp_path}: needs ")
     monkeypatch.setenv(RESERVE_ENV, "0")
-    preflight(tmp_path / "recording.dat", MiB)
+    preflight(tmp_path / "recording.dat", MiB, disk_reserve_bytes())

@@ -11,10 +11,10 @@ from tasks.execution.docker import container_name, gpu_request, image_kind, raw_
 
 
 def test_the_sorts_leased_gpu_is_the_only_device_requested_and_is_device_0_inside():
-    requests, env = gpu_request({"CUDA_VISIBLE_DEVICES": "1", "WISC_LEASE_GPU_UNITS": "2"})
+    requests, env = gpu_request({"CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": "2"})
     assert len(requests) == 1
     assert requests[0]["DeviceIDs"] == ["1"] and requests[0]["Capabilities"] == [["gpu"]]
-    assert env == {"CUDA_VISIBLE_DEVICES": "0", "WISC_LEASE_DEVICE": "1", "WISC_LEASE_GPU_UNITS": "2"}
+    assert env == {"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "2"}
 
 
 def test_no_lease_no_gpu():

@@ -125,7 +125,7 @@ def test_real_luigid_with_history_and_state_file(scheduler_factory):
 
 
 def test_a_local_run_leaves_luigis_config_as_luigi_cfg_has_it(config, monkeypatch):
-    from tasks.commands.sort import build
+    from tasks.execution.build import build
 
     cfg = luigi.configuration.get_config()
     before = {s: dict(cfg.items(s, raw=True)) for s in ("resources", "worker") if cfg.has_section(s)}

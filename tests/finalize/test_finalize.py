@@ -15,7 +15,6 @@ from test_diskspace import mounted_tmpfs
 
 from tasks.commands.cli import main
 from tasks.core import manifest
-from tasks.core.diskspace import RESERVE_ENV
 from tasks.finalize.finalize import JOURNAL_REL, finalize_state, read_journal
 from tasks.finalize.relocate import CRASH_ENV
 from tasks.phy.params import NOTE_PREFIX, check_params, read_dat_paths
@@ -40,7 +39,7 @@ REWRITTEN = (PARAMS, ".pipeline/sort.json")
 
 @pytest.fixture(autouse=True)
 def no_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(RESERVE_ENV, "0")
+    monkeypatch.setenv("WISC_DISK_RESERVE_GB", "0")
 
 
 @pytest.fixture

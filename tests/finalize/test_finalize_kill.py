@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from test_diskspace import mounted_tmpfs
 
-from tasks.core.diskspace import RESERVE_ENV
 from tasks.finalize.finalize import JOURNAL_REL, finalize_state, read_journal
 from tasks.phy.params import check_params
 from tests.support.finalize_world import (
@@ -61,7 +60,7 @@ class Launcher:
     milliseconds and a SIGKILL can land anywhere in it."""
 
     def __init__(self, argv: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), RESERVE_ENV: "0"}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "WISC_DISK_RESERVE_GB": "0"}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", LAUNCHER, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env=env, text=True,

@@ -290,7 +290,7 @@ def _remove_old_runs(dest: Path) -> None:
             entry.unlink()
 
 
-def sort(ctx: StepContext) -> None:
+def run(ctx: StepContext) -> None:
     sorting_opts = ctx.opts.get("sorting") or {}
     name = sorting_opts.get("sorter_name")
     _check_available(str(name))

@@ -1,0 +1,81 @@
+"""`wisc-sort demo`: generate (or reuse) the demo world, run the whole pipeline on it, report against the truth.
+
+The world's data and the report are compute (numpy, SpikeInterface): they run as programs of the compute
+layer (`python -m containers.demo write|report`), like every step; this module only plans and drives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from tasks.core import atomic
+from tasks.core.errors import UserError
+from tasks.inputs import demo
+from tasks.inputs.resolve import Target, resolve, sorting_dir
+from tasks.options.files import default_options
+from tasks.settings import Paths, export_paths, load_paths
+
+DEMO_TARGET = Target(demo.PROJECT, demo.EXPERIMENT, demo.ALIAS, demo.SUBJECT, demo.PROBE)
+
+
+def _demo_program(*args: str) -> None:
+    if subprocess.run([sys.executable, "-m", "containers.demo", *args]).returncode != 0:
+        raise UserError(f"the demo program failed: python -m containers.demo {' '.join(args)}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Generate (or reuse) the demo world, then run the pipeline on it as a user would."""
+    from tasks.commands.sort import run_sortings
+
+    folder = args.folder.resolve()
+    _demo_program("write", str(folder), "--duration", str(args.duration), *(["--overwrite"] * args.overwrite))
+    paths = load_paths(
+        projects_file=folder / "projects.yaml",
+        subjects_dir=folder / "subjects",
+        exclusions_project="shared",
+        cache_file=folder / "subjects" / "file_table_cache.parquet",
+    )
+    export_paths(paths)
+    run_args = argparse.Namespace(
+        **vars(args),
+        opts=default_options("sorting_demo.yaml"),
+        replace_opts=False,
+        refresh_segments=False,
+        prepro_only=False,
+        discard_curation=False,
+    )
+    status = run_sortings(paths, [DEMO_TARGET], run_args)
+    if status == 0:
+        _demo_program("report", str(folder), str(resolve(paths, DEMO_TARGET).sorting.root))
+        status = run_demo_postpro(paths, DEMO_TARGET, run_args)
+    return status
+
+
+def run_demo_postpro(paths: Paths, target: Target, args: argparse.Namespace) -> int:
+    """The demo after its sort: a hypnogram for its world, then postprocessing with auto pre-labels."""
+    from tasks.commands.postpro import run_postpro_cli
+    from tasks.inputs.hypnogram import DEMO_CYCLE, demo_hypnogram
+    from tasks.inputs.segments import read_segments
+    from tasks.steps.postpro import resolve_hypnogram
+
+    sorting = sorting_dir(paths, target)
+    hyp = resolve_hypnogram("shared", target.experiment, target.subject)
+    if not hyp.exists():
+        hyp.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(hyp) as tmp:
+            demo_hypnogram(read_segments(sorting.segments)).to_csv(tmp, sep="\t", index=False)
+    print(f"hypnogram for the demo (1 s bouts cycling {', '.join(DEMO_CYCLE)} from each file's start): {hyp}")
+    print(
+        "curation: no human curates a demo; units get auto pre-labels from opts/postpro_demo.yaml thresholds"
+    )
+    post_args = argparse.Namespace(
+        **{**vars(args), "opts": default_options("postpro_demo.yaml")},
+        hypnogram_project="shared",
+        allow_uncurated=True,
+        postpro=None,
+    )
+    return run_postpro_cli(paths, [target], post_args)
+
+

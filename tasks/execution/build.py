@@ -1,0 +1,87 @@
+"""Running a DAG with luigi.build: local resource limits, keep-alive, one line per failure, rerun re-enables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import luigi
+import luigi.configuration
+
+from tasks import settings
+from tasks.execution.gpu import gpu_resource_name, visible_devices
+from tasks.execution.scheduler import client_scheduler_url
+
+
+def set_missing(section: str, values: dict[str, object]) -> list[tuple[str, str]]:
+    """Set the options luigi.cfg leaves unset; returns what was added, so a caller can take it back."""
+    config = luigi.configuration.get_config()
+    if not config.has_section(section):
+        config.add_section(section)
+    added = []
+    for name, value in values.items():
+        if not config.has_option(section, name):
+            config.set(section, name, str(value))
+            added.append((section, name))
+    return added
+
+
+def ensure_local_resources() -> list[tuple[str, str]]:
+    """With --local-scheduler the client's [resources] are the limits; an undeclared one has limit 1."""
+    return set_missing(
+        "resources",
+        {
+            "cpu": os.cpu_count() or 1,
+            "disk_write": 1,
+            gpu_resource_name(): settings.get("gpu_capacity") * len(visible_devices()),
+        },
+    )
+
+
+def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
+    """Run the DAG; each failure is reported as one line (the step's log has the details)."""
+    failures: list[str] = []
+
+    @luigi.Task.event_handler(luigi.Event.FAILURE)
+    def _collect(task: luigi.Task, exception: BaseException) -> None:
+        failures.append(f"{task.task_family} failed: {exception}")
+
+    # Without keep_alive a worker whose sort waits for GPU units exits at once (LUIGI.md).
+    added = set_missing("worker", {"keep_alive": "true"})
+    kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "CRITICAL"}
+    scheduler_url = client_scheduler_url(args)
+    if scheduler_url:
+        kwargs["scheduler_url"] = scheduler_url
+        reenable_for_rerun(scheduler_url, tasks)
+    else:
+        added += ensure_local_resources()
+        kwargs["local_scheduler"] = True
+    try:
+        result = luigi.build(tasks, **kwargs)
+    finally:
+        luigi.Task.remove_event_handler(luigi.Event.FAILURE, _collect)
+        for section, name in added:  # this run's defaults, not the process's: later runs read luigi.cfg again
+            luigi.configuration.get_config().remove_option(section, name)
+    print(result.summary_text)
+    for line in failures:
+        print(f"wisc-sort: error: {' '.join(line.split())}", file=sys.stderr)
+    return result.status in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+def reenable_for_rerun(scheduler_url: str, tasks: list[luigi.Task]) -> None:
+    """luigid disables a failed task (retry_count = 1) for a day; running the command again is a new try."""
+    from tasks.execution.scheduler import reenable_disabled
+
+    try:
+        ids = reenable_disabled(scheduler_url, tasks)
+    except OSError:
+        return  # luigid unreachable: luigi.build reports it
+    if ids:
+        print(f"re-enabled {len(ids)} task(s) that failed in an earlier run: {', '.join(ids)}")
+
+
+def executor_name(args: argparse.Namespace) -> str:
+    return args.executor or settings.get("executor")
+
+
