@@ -99,7 +99,7 @@ def timed(function) -> float:
 
 
 def clear_caches() -> None:
-    from tasks.steps.registry import registry as steps
+    from tasks.steps import registry as steps
 
     for cached in (steps._read_inputs, steps._parse_options, steps._expected):
         cached.cache_clear()

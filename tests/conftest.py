@@ -7,6 +7,12 @@ import pytest
 from tests.support.pipeline_world import World, copy_sorting, fast_options, write_options
 
 
+@pytest.fixture
+def no_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No disk reserve: tests on small filesystems need every byte ([wisc] disk_reserve_gb = 0)."""
+    monkeypatch.setenv("WISC_DISK_RESERVE_GB", "0")
+
+
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory) -> World:
     from containers.demo.world import write_demo_world

@@ -15,45 +15,14 @@ import subprocess
 import sys
 import threading
 import uuid
-from functools import lru_cache
 from pathlib import Path
 
-from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
-from tasks.execution.executors import Executor, write_sinks
-from tasks.execution.images import image_name
+from tasks.execution.base import Executor, write_sinks
+from tasks.execution.images import docker_client, image_id, image_name
 from tasks.steps.registry import STEPS, load_inputs
 
 LABEL = "wisc-sorting.step"
-
-
-def _client():
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-    except DockerException as err:
-        raise UserError(
-            f"docker executor: the Docker engine does not answer ({err}); start dockerd, "
-            "or run with --executor local"
-        ) from None
-    return client
-
-
-@lru_cache(maxsize=16)
-def image_id(name: str) -> str:
-    """The local image's content id (sha256:...); cached for the process: output() asks on every pass."""
-    from docker.errors import ImageNotFound
-
-    try:
-        return _client().images.get(name).id
-    except ImageNotFound:
-        kind = "ks25" if "ks25" in name else "si"
-        raise UserError(
-            f"docker executor: image {name} not found; build it with `wisc-sort images build {kind}`"
-        ) from None
 
 
 def image_kind(step: str, opts: dict) -> str:
@@ -134,7 +103,7 @@ class DockerExecutor(Executor):
         return f"docker:{self.image(step, sorting)[1]}"
 
     def check(self, steps: list[str], options: list[dict]) -> None:
-        _client()
+        docker_client()
         for opts in options:
             for step in steps:
                 self.image_for(step, opts)
@@ -158,7 +127,7 @@ class DockerExecutor(Executor):
         entrypoint: list[str] | None = None,
     ) -> int:
         """Run one container to its end, streaming its output; stop and remove it whatever happens."""
-        client = _client()
+        client = docker_client()
         device_requests, env = gpu_request(env)
         container = client.containers.create(
             image,

@@ -1,28 +1,18 @@
-"""Executors run a step program (`python -m containers <step> <dir>`): `local` here, `docker` in its image."""
+"""The executors by name: `local` runs a step program as a subprocess here (the embedded default), `docker`
+in its image (tasks/execution/docker.py). Each runs `python -m containers <step> <dir> ...`."""
 
 from __future__ import annotations
 
-import abc
 import ctypes
-import fcntl
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
 from tasks.core.layout import SortingDir
-from tasks.core.threads import thread_env
-
-ProgressCallback = Callable[[float, str], None]
-
-
-class StepFailed(RuntimeError):
-    """A step program exited non-zero; the message says where its log is."""
+from tasks.execution.base import Executor, StepFailed, relay_stream, step_flags  # noqa: F401  (re-exported)
 
 
 def _die_with_parent() -> None:
@@ -30,107 +20,6 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
-
-@contextmanager
-def step_lock(sorting: SortingDir, step: str) -> Iterator[None]:
-    """Host-local guard: one process at a time runs a given step of a given sorting."""
-    sorting.pipeline.mkdir(parents=True, exist_ok=True)
-    with open(sorting.pipeline / f"{step}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise StepFailed(f"{sorting.root}: step {step} is already running in another process") from err
-        yield
-
-
-def write_sinks(chunk: bytes, sinks: list) -> None:
-    for sink in sinks:
-        sink.write(chunk)
-        sink.flush()
-
-
-def relay_stream(stream, sinks: list) -> None:
-    # Raw chunks, not lines: progress bars redraw with carriage returns.
-    for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
-        write_sinks(chunk, sinks)
-
-
-def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event) -> None:
-    last = None
-    while not stop.wait(1.0):
-        try:
-            state = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            continue
-        if state != last:
-            last = state
-            callback(float(state.get("percent", 0.0)), str(state.get("message", "")))
-
-
-def step_flags(allow_uncurated: bool = False, records: dict[str, str] | None = None) -> list[str]:
-    """The host's settings a step program needs, as its flags (a container has no luigi.cfg to read)."""
-    from tasks import settings
-
-    flags = ["--disk-reserve-gb", repr(settings.get("disk_reserve_gb"))]
-    if allow_uncurated:
-        flags.append("--allow-uncurated")
-    for key, value in (records or {}).items():
-        flags += ["--record", f"{key}={value}"]
-    return flags
-
-
-def step_arguments(step: str, sorting: SortingDir, n_jobs: int, flags: list[str]) -> list[str]:
-    """`<step> <sorting_dir> --n-jobs N [flags]`: what follows `python -m containers` (or an image's entry)."""
-    return [step, str(sorting.root), "--n-jobs", str(n_jobs), *flags]
-
-
-class Executor(abc.ABC):
-    """Runs a step program under the step lock, logging to `.pipeline/<step>.log` and relaying progress.
-
-    Subclasses say how the program starts (`_execute`) and what environment its signature pins.
-    """
-
-    name = ""
-
-    def environment(self, step: str, sorting: SortingDir) -> str | None:
-        """What a step's signature pins besides options and inputs; None accepts outputs made anywhere."""
-        return None
-
-    def check(self, steps: list[str], options: list[dict]) -> None:
-        """Raise UserError before anything is written when these steps cannot run with these options
-        (the engine down, an image missing). Nothing to check for a subprocess here."""
-        return None
-
-    @abc.abstractmethod
-    def _execute(self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
-        """Start the step program with `arguments` and `env`, relay its output to `sinks`, return its exit code."""
-
-    def run(
-        self,
-        step: str,
-        sorting: SortingDir,
-        n_jobs: int,
-        on_progress: ProgressCallback | None = None,
-        extra_env: dict[str, str] | None = None,
-        flags: list[str] | None = None,
-    ) -> None:
-        arguments = step_arguments(step, sorting, n_jobs, step_flags() if flags is None else flags)
-        env = {**thread_env(n_jobs), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
-        log_path = sorting.log(step)
-        stop = threading.Event()
-        with step_lock(sorting, step), open(log_path, "ab") as log:
-            sinks = [log] + ([sys.stderr.buffer] if hasattr(sys.stderr, "buffer") else [])
-            if on_progress is not None:
-                poller = threading.Thread(
-                    target=_poll_progress, args=(sorting.progress(step), on_progress, stop), daemon=True
-                )
-                poller.start()
-            try:
-                returncode = self._execute(arguments, sorting, n_jobs, env, sinks)
-            finally:
-                stop.set()
-        if returncode != 0:
-            raise StepFailed(f"step {step} of {sorting.root} failed (exit {returncode}); log: {log_path}")
 
 
 class LocalExecutor(Executor):

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -22,6 +23,37 @@ KINDS = ("si", "ks25")
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # The compiled Kilosort 2.5 base Dockerfile.ks25 starts from (made by MATLAB's compiler.package.docker).
 KS25_BASE = "ks2_5-matlab-base"
+
+
+
+def docker_client():
+    """The Docker engine's client; a one-line error when the engine does not answer."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except DockerException as err:
+        raise UserError(
+            f"docker executor: the Docker engine does not answer ({err}); start dockerd, "
+            "or run with --executor local"
+        ) from None
+    return client
+
+
+@lru_cache(maxsize=16)
+def image_id(name: str) -> str:
+    """The local image's content id (sha256:...); cached for the process: output() asks on every pass."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return docker_client().images.get(name).id
+    except ImageNotFound:
+        kind = "ks25" if "ks25" in name else "si"
+        raise UserError(
+            f"docker executor: image {name} not found; build it with `wisc-sort images build {kind}`"
+        ) from None
 
 
 def version() -> str:
@@ -86,9 +118,8 @@ def build_image(
     with_torch: bool = True,
 ) -> tuple[str, str]:
     """Build Dockerfile.<kind>; returns (tag, image id)."""
-    from tasks.execution.docker import _client, image_id
 
-    client = _client()
+    client = docker_client()
     tag = tag or image_name(kind)
     if ca_bundle is not None and not ca_bundle.exists():
         if ca_bundle != DEFAULT_CA_BUNDLE:
@@ -123,9 +154,8 @@ def _require_ks25_base(client, base: str) -> None:
 
 def make_base_image(name: str, suite: str = "bookworm", mirror: str = "http://deb.debian.org/debian") -> str:
     """A minimal Debian image from debootstrap + docker import, for hosts that reach no image registry."""
-    from tasks.execution.docker import _client
 
-    client = _client()
+    client = docker_client()
     if shutil.which("debootstrap") is None:
         raise UserError("images base needs debootstrap: apt-get install -y debootstrap")
     with tempfile.TemporaryDirectory(prefix="wisc-base-") as tmp:

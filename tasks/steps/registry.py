@@ -160,6 +160,18 @@ for _step in [
 ]:
     register(_step)
 
+def load_plugin_steps() -> None:
+    """Steps declared outside this file: entry points of group `wisc_sorting.steps`, each a Step."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        if entry.name not in STEPS:
+            register(entry.load())
+
+
+PLUGIN_GROUP = "wisc_sorting.steps"
+load_plugin_steps()
+
 # Step families named `<family>.<NAME>` (one postprocessing set each), dispatched to one module.
 FAMILIES = {"postpro": "containers.steps.postpro"}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,9 @@ import pytest
 import yaml
 
 from tasks.commands.cli import main
+from tests.support.cli import WISC_SORT
 from tests.support.cli_world import CliWorld, build_cli_world, snapshot, write_sglx
 
-WISC_SORT = Path(sys.executable).parent / "wisc-sort"
 REPO = Path(__file__).resolve().parents[2]
 CHRONIC = REPO / "opts" / "sorting_chronic_df.yaml"
 # The SPEC's segment columns, written out here so that the test does not trust the code's own list.

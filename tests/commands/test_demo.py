@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import WISC_SORT
+
 pytestmark = pytest.mark.slow
-WISC_SORT = str(Path(sys.executable).parent / "wisc-sort")
 
 
 def test_demo_sorts_and_reports_ground_truth_then_reruns_nothing(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from spikeinterface.core.motion import Motion
 
-from containers.motion.stages import stages as m
+from containers.motion import stages as m
 from containers.recording.chain import preprocess_for_motion
 from tasks.core.errors import UserError, WiscWarning
 from tests.support.si_fixtures import DRIFT_UM, drifting_case

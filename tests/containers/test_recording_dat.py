@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import yaml
 from spikeinterface.core.motion import Motion
-from test_diskspace import mounted_tmpfs
 
 from containers.demo.sglx_writer import write_spikeglx_file
 from containers.motion.stages import save_motion
@@ -28,6 +27,7 @@ from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
 from tasks.inputs.segments import build_segment_table, n_kept_samples, write_segments
 from tasks.inputs.spikeglx import SessionFolders, scan_session
+from tests.support.disks import mounted_tmpfs
 
 OPTS = Path(__file__).parents[2] / "opts"
 RATE = 30000.0

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import luigi.configuration
@@ -23,32 +20,11 @@ from tasks.core.diskspace import (
 )
 from tasks.core.errors import UserError
 from tasks.settings import SETTINGS, disk_reserve_bytes
+from tests.support.disks import mounted_tmpfs
 
 RESERVE_ENV = SETTINGS["wisc", "disk_reserve_gb"].env
 
 MiB = 2**20
-
-
-@contextmanager
-def mounted_tmpfs(folder: Path, size_mib: int) -> Iterator[Path]:
-    """A real tmpfs of `size_mib` at `folder` (needs root: the test is skipped otherwise)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
-@pytest.fixture
-def no_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(RESERVE_ENV, "0")
 
 
 def _segments(kept: list[int], dropped: list[int]) -> pd.DataFrame:

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import luigi
 import pytest
-from test_diskspace import mounted_tmpfs
 
-from tasks.commands.cli import main
 from tasks.core import manifest
 from tasks.finalize.finalize import JOURNAL_REL, finalize_state, read_journal
 from tasks.finalize.relocate import CRASH_ENV
@@ -21,6 +19,8 @@ from tasks.phy.params import NOTE_PREFIX, check_params, read_dat_paths
 from tasks.phy.validation import read_params
 from tasks.steps.finalize import Finalize
 from tasks.steps.postpro_state import postpro_status
+from tests.support.cli import run_cli
+from tests.support.disks import mounted_tmpfs
 from tests.support.finalize_world import (
     CURATED,
     METRICS,
@@ -56,12 +56,6 @@ def one_drive(tmp_path: Path):
     world = make_world(tmp_path / "cfg", tmp_path / "ssd", tmp_path / "shared")
     build_sorting(world.source())
     return world
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def expected_tree(before: dict[str, str], *, keep_dat: bool = False) -> dict[str, str]:

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_diskspace import mounted_tmpfs
 
 from tasks.finalize.finalize import JOURNAL_REL, finalize_state, read_journal
 from tasks.phy.params import check_params
+from tests.support.disks import mounted_tmpfs
 from tests.support.finalize_world import (
     CURATED,
     METRICS,

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-from test_diskspace import mounted_tmpfs
 
 from tasks.core.errors import UserError
 from tasks.finalize.relocate import (
@@ -20,6 +19,7 @@ from tasks.finalize.relocate import (
     scan_tree,
 )
 from tasks.phy.params import NOTE_PREFIX, check_params, read_dat_paths, rewrite_dat_path
+from tests.support.disks import mounted_tmpfs
 
 
 def fake_tree(root: Path) -> None:

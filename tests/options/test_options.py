@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tasks.core.errors import UserError
-from tasks.options.sorting import sorting as O
+from tasks.options import sorting as O
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTS = ROOT / "opts"

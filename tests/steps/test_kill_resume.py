@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import pytest
 
 from tasks.core.manifest import status
 from tasks.steps.registry import PREPRO_STEPS, STEPS
+from tests.support.cli import WISC_SORT
 from tests.support.pipeline_world import fast_options, wait_until, write_options
 
 pytestmark = pytest.mark.slow
-WISC_SORT = str(Path(sys.executable).parent / "wisc-sort")
 
 
 def assert_loadable(path: Path) -> None:

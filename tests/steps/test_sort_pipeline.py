@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +12,11 @@ import yaml
 
 from tasks.core.manifest import read_manifest, status
 from tasks.phy.validation import validate_sorter_output
+from tests.support.cli import WISC_SORT
 from tests.support.luigid import luigid_factory_fixture  # noqa: F401
 from tests.support.pipeline_world import REPO, copy_sorting
 
 pytestmark = pytest.mark.slow
-WISC_SORT = str(Path(sys.executable).parent / "wisc-sort")
 
 
 def edit_opts(sorting, change) -> None:

@@ -1,0 +1,17 @@
+"""Running the command line in tests: the installed `wisc-sort` for subprocesses, `run_cli` in process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tasks.commands.cli import main
+
+WISC_SORT = str(Path(sys.executable).parent / "wisc-sort")
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`wisc-sort ARGV` in this process: (exit code, stdout, stderr)."""
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
