@@ -254,7 +254,7 @@ def report(args, rows: list[dict], setup: dict, rec, n_peaks_label: str, load_be
         f" = {duration / setup['chain_s']:.2f}x real time; detect/localize below read that binary, so they"
         " time the method alone",
         f"- peaks: {n_peaks_label}; `*` = time of a shared computation (done once, reported for each user)",
-        "- RMS: containers.motion.stages.motion_error_um (after removing a constant offset), on the raw estimate"
+        "- RMS: motion.stages.motion_error_um (after removing a constant offset), on the raw estimate"
         " and after the configuration's cleaning (a preset alone cleans with SI's defaults: 30 um/s, no"
         " smoothing)",
         "- x RT: seconds of recording per second of wall time (>1 is faster than real time); stages ="

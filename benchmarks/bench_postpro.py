@@ -36,7 +36,8 @@ from spikeinterface.core.sortinganalyzer import get_extension_class
 from spikeinterface.extractors import read_phy
 from spikeinterface.metrics.quality.misc_metrics import amplitude_cutoff
 sys.path.insert(0, {repo!r})
-from tasks.inputs.hypnogram import read_hypnogram, state_frames   # the state -> frames mapping: not SpikeInterface's
+from tasks.inputs.hypnogram import read_hypnogram, state_frames   # the state -> frames mapping: not
+SpikeInterface's
 from tasks.inputs.segments import read_segments
 
 root, out, n_jobs = Path({root!r}), Path({out!r}), {n_jobs}

@@ -49,7 +49,9 @@ STEP_STARTUP = (
 STEP_PRE = (
     f"{STEP_STARTUP}; stepping.registry()"  # what a step program imports before its manifest's `started`
 )
-IN_STEP = "import containers.motion.stages, containers.recording.chain, containers.motion.plot, probeinterface"
+IN_STEP = (
+    "import containers.motion.stages, containers.recording.chain, containers.motion.plot, probeinterface"
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -124,7 +126,8 @@ def fixed_costs(world: Path, opts_path: Path) -> dict[str, float]:
         "interpreter": interpreter,
         "step_pre": pre - interpreter,
         "in_step_imports": best_of(python(f"{STEP_PRE}; {IN_STEP}")) - pre,
-        "cli_imports": best_of(python("import tasks.commands.cli, tasks.commands.sort, tasks.steps.pipeline")) - interpreter,
+        "cli_imports": best_of(python("import tasks.commands.cli, tasks.commands.sort, tasks.steps.pipeline"))
+        - interpreter,
         "recording": best_of(
             lambda: preprocess_for_motion(load_kept_recording(read_segments(sorting.segments)), chain)
         ),

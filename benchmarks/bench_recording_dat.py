@@ -36,7 +36,7 @@ from spikeinterface.sortingcomponents.motion import interpolate_motion  # noqa: 
 
 from containers.demo.sglx_writer import write_spikeglx_file  # noqa: E402
 from containers.motion.stages import save_motion  # noqa: E402
-from containers.steps.common import CLEAN_MOTION
+from containers.steps.common import CLEAN_MOTION  # noqa: E402
 from containers.steps.recording_dat import TARGET  # noqa: E402
 from tasks.core.layout import SortingDir  # noqa: E402
 from tasks.inputs.segments import build_segment_table, write_segments  # noqa: E402

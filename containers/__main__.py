@@ -18,8 +18,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("sorting_dir", type=Path)
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--disk-reserve-gb", type=float, default=0.0, help="GiB to keep free when writing")
-    parser.add_argument("--allow-uncurated", action="store_true", help="postprocess units phy left unlabelled")
-    parser.add_argument("--environment", default="", help="what the step's signature pins (docker:<image id>)")
+    parser.add_argument(
+        "--allow-uncurated", action="store_true", help="postprocess units phy left unlabelled"
+    )
+    parser.add_argument(
+        "--environment", default="", help="what the step's signature pins (docker:<image id>)"
+    )
     parser.add_argument(
         "--record", action="append", default=[], metavar="KEY=VALUE", help="recorded in the step's manifest"
     )

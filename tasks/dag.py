@@ -1,4 +1,5 @@
-"""`luigi --module tasks.dag <Task>`: registers every Luigi task of the pipeline (and nothing else imports it).
+"""`luigi --module tasks.dag <Task>`: registers every Luigi task of the pipeline (and nothing else
+imports it).
 
 With `luigi ... --local-scheduler` it also sets wisc-sort's local limits (cpu = this host's cores,
 disk_write = 1, gpu = 3 per GPU) where luigi.cfg's [resources] leaves them unset: an undeclared resource

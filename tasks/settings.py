@@ -1,4 +1,5 @@
-"""Every setting of `[wisc]` and `[wisc_scheduler]` in one table: luigi.cfg, then WISC_* variables, then flags.
+"""Every setting of `[wisc]` and `[wisc_scheduler]` in one table: luigi.cfg, then WISC_* variables, then
+flags.
 
 Settings are resolved here, on the host that plans; a step program never reads them (DESIGN.md): what it
 needs (the disk reserve, say) reaches it as a command-line flag.
@@ -44,7 +45,9 @@ SETTINGS: dict[tuple[str, str], Setting] = {
         _wisc("projects_file", "projects.yaml", Path, description="YAML stream of project/project_directory"),
         _wisc("subjects_dir", "subjects", Path, description="folder of <SUBJECT>.yml files"),
         _wisc("exclusions_project", "shared", description="project holding <probe>.ap.artifacts.htsv"),
-        _wisc("cache_file", "", description="Parquet file table; empty: <subjects_dir>/file_table_cache.parquet"),
+        _wisc(
+            "cache_file", "", description="Parquet file table; empty: <subjects_dir>/file_table_cache.parquet"
+        ),
         _wisc("executor", "local", description="local, docker or slurm: where step programs run"),
         _wisc("disk_reserve_gb", "0", float, 0, "GiB kept free on a drive when writing recording.dat"),
         _wisc("chronic_threshold_hours", "6.0", float, 0, "kept hours from which a recording is chronic"),
@@ -77,7 +80,7 @@ def _spec(section: str, key: str) -> Setting:
 
 
 def raw(key: str, section: str = "wisc", override: object = None) -> str:
-    """The text of a setting: a non-empty override, else its env variable, else luigi.cfg, else the default."""
+    """The text of a setting: a non-empty override, else its env variable, else luigi.cfg, else default."""
     spec = _spec(section, key)
     if override not in (None, ""):
         return str(override).strip()
@@ -100,7 +103,8 @@ def get(key: str, section: str = "wisc", override: object = None):
     if value is None or value != value or (spec.minimum is not None and value < spec.minimum):
         at_least = f" >= {spec.minimum:g}" if spec.minimum is not None else ""
         raise UserError(
-            f"[{section}] {key} = {text!r} (luigi.cfg or {spec.env}) is not a {spec.kind.__name__}{at_least}; "
+            f"[{section}] {key} = {text!r} (luigi.cfg or {spec.env}) is not a {spec.kind.__name__}"
+            f"{at_least}; "
             f"set it like the default {spec.default}"
         )
     return value

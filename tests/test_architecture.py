@@ -37,14 +37,16 @@ def test_no_step_program_module_reaches_luigi_even_through_function_level_import
 
 
 def test_import_tasks_loads_nothing():
-    code = "import sys, tasks; print(sorted(m for m in ('luigi', 'pandas', 'numpy', 'yaml') if m in sys.modules))"
+    heavy = ("luigi", "pandas", "numpy", "yaml")
+    code = f"import sys, tasks; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
 
 def test_every_planning_module_imports_without_the_compute_layer_or_heavy_packages():
     planning = sorted(name for name in module_files() if name.startswith("tasks"))
-    code = f"{_blocked((*HEAVY, 'containers'))}; import importlib\nfor m in {planning!r}: importlib.import_module(m)"
+    blocked = _blocked((*HEAVY, "containers"))
+    code = f"{blocked}; import importlib\nfor m in {planning!r}: importlib.import_module(m)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -71,6 +73,15 @@ def test_every_step_program_module_imports_without_luigi():
 def test_luigi_sees_the_pipeline_tasks_through_tasks_dag():
     code = "import tasks.dag; from luigi.task_register import Register; print(sorted(Register.task_names()))"
     names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for task in ("Peaks", "Motion", "MotionClean", "RecordingDat", "Sort", "Preprocess", "Pipeline", "Postpro"):
+    for task in (
+        "Peaks",
+        "Motion",
+        "MotionClean",
+        "RecordingDat",
+        "Sort",
+        "Preprocess",
+        "Pipeline",
+        "Postpro",
+    ):
         assert f"'{task}'" in names
     assert set(PACKAGES) == {"tasks", "containers"}

@@ -174,7 +174,8 @@ def _check_step(step: dict) -> tuple[str, dict]:
 
 
 def split_chain(steps: list[dict]) -> Chain:
-    """The one chain model (tasks/options/chain.py), every step's parameters checked against SpikeInterface."""
+    """The one chain model (tasks/options/chain.py), every step's parameters checked against
+    SpikeInterface."""
     chain = options_split_chain(steps)
     for step in [*chain.before, *chain.after]:
         _check_step(step)

@@ -1,4 +1,5 @@
-"""Progress of a step, published to a file the Luigi task relays to the scheduler, and every tqdm bar hooked to it."""
+"""Progress of a step, published to a file the Luigi task relays to the scheduler, and every tqdm bar
+hooked to it."""
 
 from __future__ import annotations
 

@@ -79,4 +79,6 @@ def run_step(step: str, sorting_dir: Path, settings: StepSettings) -> None:
     progress.update(100.0, "done", force=True)
     # What the Luigi task handed over (GPU lease time, units, image): so the order of events can be checked.
     devices = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    write_manifest(sorting, exp, started, {"n_jobs": settings.n_jobs, **settings.records, **devices, **ctx.extra})
+    write_manifest(
+        sorting, exp, started, {"n_jobs": settings.n_jobs, **settings.records, **devices, **ctx.extra}
+    )

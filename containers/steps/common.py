@@ -1,4 +1,5 @@
-"""What several steps read: the kept recording, the chain up to motion, drift parameters, preprocessing/ files."""
+"""What several steps read: the kept recording, the chain up to motion, drift parameters, preprocessing/
+files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`wisc-sort demo`: generate (or reuse) the demo world, run the whole pipeline on it, report against the truth.
+"""`wisc-sort demo`: generate (or reuse) the demo world, run the whole pipeline on it, report against the
+truth.
 
 The world's data and the report are compute (numpy, SpikeInterface): they run as programs of the compute
 layer (`python -m containers.demo write|report`), like every step; this module only plans and drives.
@@ -77,5 +78,3 @@ def run_demo_postpro(paths: Paths, target: Target, args: argparse.Namespace) -> 
         postpro=None,
     )
     return run_postpro_cli(paths, [target], post_args)
-
-

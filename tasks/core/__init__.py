@@ -1,1 +1,2 @@
-"""The sorting-directory contract, luigi-free: file names, atomic writes and backups, manifests and step states, signatures, errors."""
+"""The sorting-directory contract, luigi-free: file names, atomic writes and backups, manifests and step
+states, signatures, errors."""

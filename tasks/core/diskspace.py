@@ -43,7 +43,8 @@ def free_bytes(path: Path) -> int:
 
 
 def partial_files(target_file: Path) -> list[Path]:
-    """The target and temporary copies of it left by a killed writer (tasks.core.atomic names): replaced anyway."""
+    """The target and temporary copies of it left by a killed writer (tasks.core.atomic names): replaced
+    anyway."""
     target_file = Path(target_file)
     found = [target_file] if target_file.is_file() else []
     if target_file.parent.is_dir():

@@ -21,5 +21,3 @@ def thread_env(n_jobs: int) -> dict[str, str]:
 def cap_threads_env(n_jobs: int) -> None:
     """Must run before numpy/numba/torch are imported: BLAS and OpenMP read these once, at load."""
     os.environ.update(thread_env(n_jobs))
-
-

@@ -71,7 +71,8 @@ def step_flags(allow_uncurated: bool = False, records: dict[str, str] | None = N
 
 
 def step_arguments(step: str, sorting: SortingDir, n_jobs: int, flags: list[str]) -> list[str]:
-    """`<step> <sorting_dir> --n-jobs N [flags]`: what follows `python -m containers` (or an image's entry)."""
+    """`<step> <sorting_dir> --n-jobs N [flags]`: what follows `python -m containers` (or an image's
+    entry)."""
     return [step, str(sorting.root), "--n-jobs", str(n_jobs), *flags]
 
 
@@ -93,8 +94,10 @@ class Executor(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def _execute(self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
-        """Start the step program with `arguments` and `env`, relay its output to `sinks`, return its exit code."""
+    def _execute(
+        self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list
+    ) -> int:
+        """Start the step program with `arguments` and `env`, relay its output to `sinks`; its exit code."""
 
     def run(
         self,
@@ -122,5 +125,3 @@ class Executor(abc.ABC):
                 stop.set()
         if returncode != 0:
             raise StepFailed(f"step {step} of {sorting.root} failed (exit {returncode}); log: {log_path}")
-
-

@@ -1,4 +1,5 @@
-"""Running a DAG with luigi.build: local resource limits, keep-alive, one line per failure, rerun re-enables."""
+"""Running a DAG with luigi.build: local resource limits, keep-alive, one line per failure, rerun
+re-enables."""
 
 from __future__ import annotations
 
@@ -83,5 +84,3 @@ def reenable_for_rerun(scheduler_url: str, tasks: list[luigi.Task]) -> None:
 
 def executor_name(args: argparse.Namespace) -> str:
     return args.executor or settings.get("executor")
-
-

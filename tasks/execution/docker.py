@@ -4,7 +4,8 @@ What `luigi.contrib.docker_runner` gets wrong and this does instead (LUIGI.md): 
 invoking uid:gid, sees the sorting directory read-write and every raw-data folder of the segment table
 read-only at the same paths, gets exactly the GPU the sort was handed, has a unique name and labels, streams
 its output to the step's log, and is stopped and removed whatever happens to the worker: in `finally` on an
-exception or SIGTERM, and by a guard process (`python -m tasks.execution.docker_guard`) when the worker is SIGKILLed.
+exception or SIGTERM, and by a guard process (`python -m tasks.execution.docker_guard`) when the worker
+is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -165,7 +166,9 @@ class DockerExecutor(Executor):
         for chunk in container.logs(stream=True, follow=True):
             write_sinks(chunk, sinks)
 
-    def _execute(self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+    def _execute(
+        self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list
+    ) -> int:
         step = arguments[0]
         name, identity = self.image(step, sorting)
         pinned = ["--environment", f"docker:{identity}", "--record", f"image={name}@{identity}"]

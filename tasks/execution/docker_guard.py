@@ -1,4 +1,5 @@
-"""Removes a step's container when the worker that started it dies (`python -m tasks.execution.docker_guard ID`).
+"""Removes a step's container when the worker that started it dies (`python -m
+tasks.execution.docker_guard ID`).
 
 The worker holds the write end of this process's stdin; the kernel closes it however the worker ends.
 EOF without the word "done" first means the worker died mid-step: kill and remove the container.

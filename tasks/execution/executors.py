@@ -21,13 +21,14 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-
 class LocalExecutor(Executor):
     """Runs the step as a subprocess of this environment: the embedded default (no Docker, no GPU)."""
 
     name = "local"
 
-    def _execute(self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list) -> int:
+    def _execute(
+        self, arguments: list[str], sorting: SortingDir, n_jobs: int, env: dict[str, str], sinks: list
+    ) -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", "containers", *arguments],
             env={**os.environ, **env},

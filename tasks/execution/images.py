@@ -25,7 +25,6 @@ DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 KS25_BASE = "ks2_5-matlab-base"
 
 
-
 def docker_client():
     """The Docker engine's client; a one-line error when the engine does not answer."""
     import docker

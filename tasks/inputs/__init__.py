@@ -1,1 +1,2 @@
-"""The lab's inputs: projects, subjects, SpikeGLX files and their cache, exclusions, the segment table, hypnograms."""
+"""The lab's inputs: projects, subjects, SpikeGLX files and their cache, exclusions, the segment table,
+hypnograms."""

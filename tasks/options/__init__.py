@@ -1,1 +1,2 @@
-"""Options files: the sorting and postprocessing schemas, the one chain model, adopting the options in force."""
+"""Options files: the sorting and postprocessing schemas, the one chain model, adopting the options in
+force."""

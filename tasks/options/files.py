@@ -1,4 +1,5 @@
-"""The shipped default options files: `opts/` of the source tree, installed as package data `tasks.default_opts`."""
+"""The shipped default options files: `opts/` of the source tree, installed as package data
+`tasks.default_opts`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Luigi task `Finalize` at the end of the DAG (tasks/finalize/ does the work; `wisc-sort finalize` too)."""
+"""The Luigi task `Finalize` at the end of the DAG (tasks/finalize/ does the work; `wisc-sort finalize`
+too)."""
 
 from __future__ import annotations
 

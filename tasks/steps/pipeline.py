@@ -133,7 +133,8 @@ class StepTask(SortingTask):
     def requires(self):
         upstream = STEPS[self.step].upstream(self.options())
         return [
-            SetupSorting(**self.shared()) if u == "segments" else task_class(u)(**self.shared()) for u in upstream
+            SetupSorting(**self.shared()) if u == "segments" else task_class(u)(**self.shared())
+            for u in upstream
         ]
 
     def output(self):
@@ -224,7 +225,9 @@ def task_class(step: str) -> type[StepTask]:
     """The Luigi task of a registered step, made from its declaration once (named as the registry says)."""
     if step not in TASKS:
         spec = STEPS[step]
-        cls = type(spec.task_name, (BASES[spec.kind],), {"step": step, "__doc__": spec.description.capitalize()})
+        cls = type(
+            spec.task_name, (BASES[spec.kind],), {"step": step, "__doc__": spec.description.capitalize()}
+        )
         cls.__module__ = __name__
         globals()[cls.__name__] = cls  # importable by name: pickling, `luigi --module tasks.dag <Task>`
         TASKS[step] = cls

@@ -160,6 +160,7 @@ for _step in [
 ]:
     register(_step)
 
+
 def load_plugin_steps() -> None:
     """Steps declared outside this file: entry points of group `wisc_sorting.steps`, each a Step."""
     from importlib.metadata import entry_points

@@ -33,7 +33,9 @@ def finalize_standin(sorting: SortingDir) -> None:
     dat.write_bytes(b"\0" * 4096)
     write_manifest(sorting, expected(sorting, "recording_dat"), "2026-01-01T00:00:00")
     dat.unlink()
-    finalize = pytest.importorskip("tasks.finalize.finalize", reason="finalize_state comes from branch finalize")
+    finalize = pytest.importorskip(
+        "tasks.finalize.finalize", reason="finalize_state comes from branch finalize"
+    )
     journal = finalize.journal_path(sorting.root)
     journal.write_text(json.dumps({"format": finalize.FORMAT, "phase": "done"}))
 

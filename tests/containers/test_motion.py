@@ -1,4 +1,5 @@
-"""Tests of containers.motion.stages: the stages on a generated drifting recording, cleaning, saving, presets."""
+"""Tests of containers.motion.stages: the stages on a generated drifting recording, cleaning, saving,
+presets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for containers.steps.recording_dat: recording.dat from SpikeGLX files, preflight, no partial output."""
+"""Tests for containers.steps.recording_dat: recording.dat from SpikeGLX files, preflight, no partial
+output."""
 
 from __future__ import annotations
 

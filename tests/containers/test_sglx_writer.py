@@ -1,4 +1,5 @@
-"""Tests for containers.demo.sglx_writer: our NP1.0 files as probeinterface, SpikeInterface and numpy read them."""
+"""Tests for containers.demo.sglx_writer: our NP1.0 files as probeinterface, SpikeInterface and numpy
+read them."""
 
 from __future__ import annotations
 

@@ -64,7 +64,10 @@ def test_reserve_from_luigi_config_and_env(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setenv(RESERVE_ENV, "1")
         assert disk_reserve_bytes() == 2**30
         monkeypatch.setenv(RESERVE_ENV, "lots")
-        with pytest.raises(UserError, match=rf"\[wisc\] disk_reserve_gb = 'lots' \(luigi.cfg or {RESERVE_ENV}\) is not a float"):
+        with pytest.raises(
+            UserError,
+            match=rf"\[wisc\] disk_reserve_gb = 'lots' \(luigi.cfg or {RESERVE_ENV}\) is not a float",
+        ):
             disk_reserve_bytes()
         monkeypatch.delenv(RESERVE_ENV)
         cfg.set("wisc", "disk_reserve_gb", "-3")

@@ -186,3 +186,27 @@ def test_ks25_build_refuses_in_one_line_without_the_matlab_compiled_base(capsys)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "ks2_5-matlab-base-absent" in err and "Dockerfile.ks25" in err
+
+
+def test_the_container_gets_the_hosts_disk_reserve(si_image, first_run, demo_world, tmp_path, monkeypatch):
+    """[wisc] disk_reserve_gb reaches the step in its container as a flag (it has no luigi.cfg): a reserve
+    larger than any disk makes the container's preflight refuse before recording.dat is written."""
+    local, opts = first_run
+    sorting = demo_world.sorting(tmp_path)
+    copy_sorting(local, sorting)
+    monkeypatch.setenv("WISC_DISK_RESERVE_GB", str(10**9))
+    assert demo_world.run(tmp_path, "--executor", "docker") != 0
+    log = sorting.log("recording_dat").read_text()
+    assert "needs" in log and "(reserve " in log, log[-2000:]
+    assert not sorting.path(STEPS["recording_dat"].outputs[0]).exists()
+
+
+def test_the_container_gets_the_curation_override(si_image, sorted_run, demo_world, tmp_path):
+    """--allow-uncurated reaches the step in its container (the gate runs there again): uncurated units
+    pass."""
+    from tests.support.postpro_world import postpro, setup_world
+
+    sorting, opts_path = setup_world(demo_world, sorted_run, tmp_path)
+    assert postpro(demo_world, tmp_path, opts_path, "--executor", "docker") == 2  # the host's gate refuses
+    assert postpro(demo_world, tmp_path, opts_path, "--executor", "docker", "--allow-uncurated") == 0
+    assert (sorting.root / opts_path.stem / "metrics.csv").exists()

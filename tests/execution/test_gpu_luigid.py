@@ -47,7 +47,7 @@ def run_workers(server: Luigid, tmp_path: Path, hosts: dict[str, dict]) -> dict[
         }
         for worker, sorts in enumerate(spec["workers"]):
             log = tmp_path / f"worker-{host}-{worker}.log"
-            args = ["--module", "tests.standin_tasks", "StandInSortBatch", "--workers", "1"]
+            args = ["--module", "tests.support.standin_tasks", "StandInSortBatch", "--workers", "1"]
             args += ["--sorts", sorts, "--out-dir", str(tmp_path), "--submitter", str(worker)]
             args += ["--hold-s", str(HOLD_S)]
             processes.append((start_worker(args, tmp_path, client, log, env), log))

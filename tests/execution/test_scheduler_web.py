@@ -53,7 +53,7 @@ def start_standin_sorts(server, tmp_path: Path) -> list[subprocess.Popen]:
     env["WISC_GPU_LOCK_DIR"] = str(tmp_path / "gpu-locks")
     workers = []
     for name in ("standin-sort-A", "standin-sort-B"):
-        args = ["--module", "ops_world", "StandInGpuSortReportsBatches", "--workers", "1"]
+        args = ["--module", "tests.support.ops_world", "StandInGpuSortReportsBatches", "--workers", "1"]
         args += ["--name", name, "--recording", "chronic", "--out-dir", str(tmp_path)]
         env["PYTHONPATH"] = f"{REPO / 'tests'}:{env['PYTHONPATH']}"
         workers.append(start_worker(args, tmp_path, client, tmp_path / f"{name}.log", env))

@@ -1,4 +1,5 @@
-"""Tests for tasks.inputs.spikeglx: .meta parsing, file names and session scanning on generated SpikeGLX trees."""
+"""Tests for tasks.inputs.spikeglx: .meta parsing, file names and session scanning on generated SpikeGLX
+trees."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for tasks.options.sorting: shipped files, old-format translation, strict schema, SpikeInterface drift."""
+"""Tests for tasks.options.sorting: shipped files, old-format translation, strict schema, SpikeInterface
+drift."""
 
 from __future__ import annotations
 

@@ -13,11 +13,13 @@ from tasks.core.layout import SortingDir
 from tasks.core.manifest import status
 from tasks.steps import pipeline, registry
 
-DECLARATION = '''from tasks.steps.registry import Step
+DECLARATION = """from tasks.steps.registry import Step
 
-STEP = Step("hello", ("hello.txt",), lambda o: ("segments",), description="say hello", module="wisc_hello.hello")
-'''
-MODULE = '''"""The hello step: writes which luigi modules the step program loaded (none: it is compute only)."""
+STEP = Step(
+    "hello", ("hello.txt",), lambda o: ("segments",), description="say hello", module="wisc_hello.hello"
+)
+"""
+MODULE = '''"""The hello step: writes which luigi modules the step program loaded (none: compute only)."""
 import json
 import sys
 

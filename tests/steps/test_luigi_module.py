@@ -1,5 +1,6 @@
-"""The power-user interface: `luigi --module tasks <Task>` with luigi.cfg doing what the wisc-sort flags do,
-and `luigi-deps-tree --module tasks Pipeline` showing the pipeline."""
+"""The power-user interface: `luigi --module tasks.dag <Task>` with luigi.cfg doing what the wisc-sort
+flags do,
+and `luigi-deps-tree --module tasks.dag Pipeline` showing the pipeline."""
 
 from __future__ import annotations
 
@@ -44,13 +45,15 @@ def test_luigi_module_preprocess_reruns_what_changed(demo_world, first_run, tmp_
     edit_drift(sorting, "clean_motion_kwargs", sigma_smooth_s=3.0)
     before = {step: sorting.manifest(step).read_text() for step in PREPRO_STEPS}
 
-    tree = luigi_command("luigi-deps-tree", tmp_path, "--module", "tasks", "Pipeline", *TARGET)
+    tree = luigi_command("luigi-deps-tree", tmp_path, "--module", "tasks.dag", "Pipeline", *TARGET)
     assert tree.returncode == 0, tree.stderr[-2000:]
     for family in ("Pipeline", "Preprocess", "Sort", "RecordingDat", "MotionClean", "Peaks", "SetupSorting"):
         assert family in tree.stdout
     assert "PENDING" in tree.stdout and "COMPLETE" in tree.stdout
 
-    run = luigi_command("luigi", tmp_path, "--module", "tasks", "Preprocess", *TARGET, "--local-scheduler")
+    run = luigi_command(
+        "luigi", tmp_path, "--module", "tasks.dag", "Preprocess", *TARGET, "--local-scheduler"
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert all(status(sorting, step) == "done" for step in PREPRO_STEPS)
     changed = {step for step in PREPRO_STEPS if sorting.manifest(step).read_text() != before[step]}

@@ -2,7 +2,8 @@
 
 The move engine does not care what the bytes mean, so the big files (recording.dat, analyzer arrays) are
 random bytes; what the preconditions read is real: phy's curation tables, spike_clusters.npy, and the step
-and postprocessing manifests written by the pipeline's own functions (tasks.core.manifest, tasks.steps.postpro_stages).
+and postprocessing manifests written by the pipeline's own functions (tasks.core.manifest,
+tasks.steps.postpro_stages).
 """
 
 from __future__ import annotations

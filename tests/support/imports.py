@@ -1,4 +1,5 @@
-"""The project's import graph read from the source (function-level imports included): for architecture tests."""
+"""The project's import graph read from the source (function-level imports included): for architecture
+tests."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def imported_names(path: Path) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     """Module -> the project modules it imports (anywhere in the file)."""
     files = module_files()
-    return {name: {n for n in imported_names(path) if n in files and n != name} for name, path in files.items()}
+    return {
+        name: {n for n in imported_names(path) if n in files and n != name} for name, path in files.items()
+    }
 
 
 def external_imports() -> dict[str, set[str]]:
