@@ -72,7 +72,7 @@ def _copy_source(context: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("pyproject.toml", "README.md", "Dockerfile.si", "Dockerfile.ks25"):
         shutil.copy2(REPO / name, context / name)
-    for folder in ("tasks", "containers"):
+    for folder in ("tasks", "containers", "opts"):
         shutil.copytree(REPO / folder, context / folder, ignore=ignore)
 
 
