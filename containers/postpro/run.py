@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -270,7 +269,7 @@ def run_postpro(
         return {}
     if "states" in todo and not pset.hypnogram.is_file():
         raise UserError(f"{pset.hypnogram}: hypnogram missing; pass --hypnogram-project")
-    backup = pset.sorting.root / f"{pset.name}.bak" / datetime.now().strftime("%Y%m%dT%H%M%S")
+    backup = pset.sorting.root / f"{pset.name}.bak" / atomic.backup_stamp()
     recording = open_recording_dat(pset.sorting)
     if not recording.has_scaleable_traces():
         # Whitened, scaled data has no microvolts; template metrics need scaled traces: counts (gain 1).

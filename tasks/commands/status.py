@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from tasks.core.diskspace import human_bytes
 from tasks.core.layout import SortingDir
 from tasks.finalize.finalize import finalize_state
 from tasks.inputs.segments import kept_hours
@@ -59,11 +60,11 @@ def _step_states(sorting: SortingDir) -> dict[str, str]:
     """manifest.status for each step that the sorting's options call for (recording.dat that a
     finalize removed reads "deleted", not "partial")."""
     from tasks.core.manifest import status
-    from tasks.steps.registry import load_inputs, prepro_steps
+    from tasks.steps.registry import load_inputs, pipeline_steps
 
     opts, _ = load_inputs(sorting)
     states = {}
-    for step in (*prepro_steps(opts), "recording_dat", "sort"):
+    for step in pipeline_steps(opts):  # every registered step these options call for
         state = status(sorting, step)  # checked against the environment (image) the step ran in
         if state == "partial" and step == "recording_dat" and sorting.manifest(step).exists():
             if not (sorting.sorter_output / "recording.dat").exists():
@@ -151,15 +152,6 @@ def find_sortings(
                             yield SortingStatus(
                                 project, exp.name, alias.name, subj.name, probe.name[8:], probe.path
                             )
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def summarize_steps(steps: dict[str, str]) -> str:

@@ -65,3 +65,22 @@ def remove_stale_tmp(folder: Path) -> list[Path]:
                 entry.unlink()
                 removed.append(entry)
     return removed
+
+
+def backup_stamp() -> str:
+    """The one timestamp format of backup folders (`<folder>.bak/<stamp>/`): 20261129T183000."""
+    from datetime import datetime
+
+    return datetime.now().strftime("%Y%m%dT%H%M%S")
+
+
+def backup_copies(root: Path, folder: str, files: list[Path]) -> Path:
+    """Copy `files` (those that exist) to `<root>/<folder>.bak/<stamp>/`, kept with their metadata."""
+    import shutil
+
+    backup = Path(root) / f"{folder}.bak" / backup_stamp()
+    backup.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        if Path(path).exists():
+            shutil.copy2(path, backup / Path(path).name)
+    return backup

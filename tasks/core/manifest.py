@@ -130,7 +130,7 @@ def _owned_paths(sorting: SortingDir, step: str) -> list[Path]:
 def supersede(sorting: SortingDir, step: str, stamp: str | None = None) -> Path | None:
     """Move a step's existing outputs and manifest to `<folder>.bak/<timestamp>/`, with the options that
     made them, so that nothing is lost when the step reruns. Returns the backup folder, if any."""
-    stamp = stamp or datetime.now().strftime("%Y%m%dT%H%M%S")
+    stamp = stamp or atomic.backup_stamp()
     present = _owned_paths(sorting, step)
     manifest_path = sorting.manifest(step)
     if not present and not manifest_path.exists():

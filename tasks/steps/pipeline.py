@@ -9,7 +9,7 @@ from pathlib import Path
 import luigi
 import yaml
 
-from tasks.core import manifest
+from tasks.core import atomic, manifest
 from tasks.core.errors import UserError, warn
 from tasks.core.layout import SortingDir
 from tasks.core.manifest import is_complete, supersede
@@ -62,7 +62,7 @@ def check_curation(sorting: SortingDir, discard: bool) -> None:
             f"{sorting.sorter_output}: holds phy curation ({', '.join(found)}) of a sort whose options or "
             "inputs changed; move it away, or rerun with --discard-curation to move it into si_output.bak/"
         )
-    backup = sorting.root / "si_output.bak" / f"curation-{manifest.now().replace(':', '')}"
+    backup = sorting.root / "si_output.bak" / f"curation-{atomic.backup_stamp()}"
     backup.mkdir(parents=True, exist_ok=True)
     for name in found:
         shutil.move(sorting.sorter_output / name, backup / name)

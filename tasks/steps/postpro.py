@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import luigi
@@ -31,10 +29,7 @@ class PostproSetup:
 
 
 def _backup(pset: PostproSet, path: Path) -> Path:
-    backup = pset.sorting.root / f"{pset.name}.bak" / datetime.now().strftime("%Y%m%dT%H%M%S")
-    backup.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(path, backup / path.name)
-    return backup
+    return atomic.backup_copies(pset.sorting.root, pset.name, [path])
 
 
 def read_set_options(pset: PostproSet) -> dict:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -66,12 +64,7 @@ def write_exclusions_copy(exclusions: pd.DataFrame, path: Path) -> None:
 
 
 def _backup(sorting: SortingDir, folder: str, files: list[Path]) -> Path:
-    backup = sorting.root / f"{folder}.bak" / datetime.now().strftime("%Y%m%dT%H%M%S")
-    backup.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        if path.exists():
-            shutil.copy2(path, backup / path.name)
-    return backup
+    return atomic.backup_copies(sorting.root, folder, files)
 
 
 def prepare_sorting(
