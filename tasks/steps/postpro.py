@@ -13,8 +13,9 @@ from tasks.core.layout import SortingDir
 from tasks.execution.executors import get_executor, step_flags
 from tasks.inputs.hypnogram import hypnogram_path, read_hypnogram
 from tasks.inputs.projects import load_projects, project_dir
+from tasks.options.adopt import adopt_options
 from tasks.options.postpro import load_postpro_options, parse_postpro_options
-from tasks.options.sorting import diff_options, dump_options
+from tasks.options.sorting import dump_options
 from tasks.phy.curation import require_curated
 from tasks.settings import load_paths
 from tasks.steps.pipeline import Sort, SortingTask
@@ -72,23 +73,16 @@ def setup_postpro(
             opts_file = None
     pset = PostproSet(sorting, name or Path(opts_file).stem)
     setup = PostproSetup(pset)
-    new = load_postpro_options(opts_file) if opts_file is not None else None
-    write_opts = False
-    if pset.opts.exists():
-        current = read_set_options(pset)
-        if new is not None:
-            differing = diff_options(current, new)
-            if differing and not replace_opts:
-                raise UserError(
-                    f"{opts_file} differs from {pset.opts} at {', '.join(differing[:10])}: edit the set's "
-                    "postpro_opts.yaml (it drives reruns) or pass --replace-opts"
-                )
-            write_opts = bool(differing)
-        opts = new if write_opts else current
-    elif new is None:
-        raise UserError(f"{pset.folder}: no postprocessing set {pset.name!r} yet; pass --opts FILE")
-    else:
-        opts, write_opts = new, True
+    adoption = adopt_options(
+        pset.opts,
+        lambda: read_set_options(pset),
+        load_postpro_options(opts_file) if opts_file is not None else None,
+        opts_file,
+        replace_opts,
+        "the set's postpro_opts.yaml",
+        f"{pset.folder}: no postprocessing set {pset.name!r} yet; pass --opts FILE",
+    )
+    opts = adoption.options
     copy_hyp = False
     if opts.get("by_hypnogram_state"):
         if hypnogram is not None:
@@ -100,8 +94,8 @@ def setup_postpro(
                 "pass --hypnogram-project H (reads <H>/<experiment>/<subject>/hypnogram.htsv)"
             )
     pset.folder.mkdir(parents=True, exist_ok=True)
-    if write_opts:
-        if pset.opts.exists():
+    if adoption.write:
+        if adoption.replaces:
             setup.messages.append(f"postpro options replaced; previous copy in {_backup(pset, pset.opts)}")
         atomic.write_text(pset.opts, dump_options(opts))
     if copy_hyp:

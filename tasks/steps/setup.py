@@ -13,7 +13,8 @@ from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
 from tasks.inputs.resolve import Resolved
 from tasks.inputs.segments import SEGMENT_COLUMNS, read_segments, write_segments
-from tasks.options.sorting import diff_options, dump_options, load_sorting_options, parse_sorting_options
+from tasks.options.adopt import adopt_options
+from tasks.options.sorting import dump_options, load_sorting_options, parse_sorting_options
 
 EXCLUSION_COLUMNS = ["fname", "withinFileStartTime", "withinFileEndTime", "type"]
 
@@ -80,25 +81,17 @@ def prepare_sorting(
     if new_opts is not None:
         report.messages += [f"options: {line}" for line in new_opts.translations]
 
-    write_opts = False
-    if sorting.opts.exists():
-        current = read_sorting_options(sorting)
-        if new_opts is not None:
-            differing = diff_options(current, new_opts.data)
-            if differing and not replace_opts:
-                raise UserError(
-                    f"{opts_file} differs from {sorting.opts} at {', '.join(differing[:10])}"
-                    f"{' ...' if len(differing) > 10 else ''}: edit the sorting's opts.yaml "
-                    "(it drives reruns) or pass --replace-opts"
-                )
-            write_opts = bool(differing)
-    elif new_opts is None:
-        raise UserError(
-            f"first run of {sorting.root}: pass --opts FILE (e.g. opts/sorting_chronic_df.yaml or "
-            "opts/sorting_acute_df.yaml)"
-        )
-    else:
-        write_opts = report.created = True
+    adoption = adopt_options(
+        sorting.opts,
+        lambda: read_sorting_options(sorting),
+        new_opts.data if new_opts is not None else None,
+        opts_file,
+        replace_opts,
+        "the sorting's opts.yaml",
+        f"first run of {sorting.root}: pass --opts FILE (e.g. opts/sorting_chronic_df.yaml or "
+        "opts/sorting_acute_df.yaml)",
+    )
+    report.created = adoption.write and not adoption.replaces
 
     write_segs = not sorting.segments.exists()
     if not write_segs:
@@ -124,10 +117,10 @@ def prepare_sorting(
             _backup(sorting, "segments", [sorting.segments, sorting.exclusions])
         write_segments(resolved.segments, sorting.segments)
         write_exclusions_copy(resolved.exclusions, sorting.exclusions)
-    if write_opts:
-        if sorting.opts.exists():
+    if adoption.write:
+        if adoption.replaces:
             report.messages.append(
                 f"opts.yaml replaced; previous copy in {_backup(sorting, 'opts', [sorting.opts])}"
             )
-        atomic.write_text(sorting.opts, dump_options(new_opts.data))
+        atomic.write_text(sorting.opts, dump_options(adoption.options))
     return report
