@@ -14,6 +14,7 @@ from containers.engine.chain import EngineChain, EngineUnsupported
 
 _LAZY = {
     "plan_chain": "containers.engine.planning",
+    "plan_recording": "containers.engine.planning",
     "EngineRecording": "containers.engine.si_recording",
     "write_recording_dat": "containers.engine.writer",
 }

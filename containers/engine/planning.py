@@ -142,30 +142,53 @@ def plan_chain(
     `interpolate_kwargs` (the resolved interpolate_motion_kwargs; default: the step's own), as
     preprocess_full. dtype="int16": clipped and rounded as recording_dat's as_int16.
     """
+    return _plan(recording, steps, motion, interpolate_kwargs, until, device, n_jobs).chain(dtype)
+
+
+def plan_recording(
+    recording: BaseRecording,
+    steps: list[dict],
+    motion: Motion | None = None,
+    interpolate_kwargs: dict | None = None,
+    *,
+    until: str = "end",
+    device: str = "cpu",
+    n_jobs: int = 1,
+) -> EngineRecording:
+    """plan_chain's float32 chain as a SpikeInterface recording (SpikeInterface's ids, probe, properties)."""
+    return _plan(recording, steps, motion, interpolate_kwargs, until, device, n_jobs).recording()
+
+
+def _plan(
+    recording: BaseRecording,
+    steps: list[dict],
+    motion: Motion | None,
+    interpolate_kwargs: dict | None,
+    until: str,
+    device: str,
+    n_jobs: int,
+) -> Plan:
     if until not in ("end", "motion"):
         raise ValueError(f"plan_chain: until must be 'end' or 'motion', not {until!r}")
     names = [step["step_name"] for step in steps]
     if names.count(DRIFT_STEP) > 1:
         raise ValueError(f"plan_chain: {DRIFT_STEP} appears {names.count(DRIFT_STEP)} times")
     cut = names.index(DRIFT_STEP) if DRIFT_STEP in names else len(steps)
-    wanted = steps[:cut] if until == "motion" else steps
     if until == "end" and (DRIFT_STEP in names) != (motion is not None):
         raise ValueError("plan_chain: give a cleaned motion exactly when the chain has drift_correction")
     plan = _start(recording, device, n_jobs)
-    for step in wanted:
+    for step in steps[:cut] if until == "motion" else steps:
         name, params = step["step_name"], dict(step.get("step_params") or {})
         if name == DRIFT_STEP:
-            kwargs = (
-                interpolate_kwargs
-                if interpolate_kwargs is not None
-                else params.get("interpolate_motion_kwargs")
+            own = params.get("interpolate_motion_kwargs")
+            _drift_correction(
+                plan, motion, dict((own if interpolate_kwargs is None else interpolate_kwargs) or {})
             )
-            _drift_correction(plan, motion, dict(kwargs or {}))
         elif name in BUILDERS:
             BUILDERS[name](plan, params)
         else:
             raise EngineUnsupported(f"{name}: not implemented by the engine")
-    return plan.chain(dtype)
+    return plan
 
 
 def _start(recording: BaseRecording, device: str, n_jobs: int) -> Plan:
