@@ -22,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--allow-uncurated", action="store_true", help="postprocess units phy left unlabelled"
     )
     parser.add_argument(
+        "--device", default="cpu", help="the engine's device: cpu or cuda:N (resolved by the host)"
+    )
+    parser.add_argument(
         "--environment", default="", help="what the step's signature pins (docker:<image id>)"
     )
     parser.add_argument(
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         allow_uncurated=args.allow_uncurated,
         environment=args.environment,
         records=records,
+        device=args.device,
     )
     try:
         run_step(args.step, args.sorting_dir, settings)

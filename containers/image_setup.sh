@@ -19,7 +19,8 @@ deps)
     requirements=$(/opt/venv/bin/python -c '
 import tomllib
 project = tomllib.load(open("/build-extras/pyproject.toml", "rb"))["project"]
-print("\n".join(project["dependencies"] + project["optional-dependencies"]["si"]))')
+# torch comes with the variant below (cuda, cpu from the wheel folder, or none)
+print("\n".join(r for r in project["dependencies"] + project["optional-dependencies"]["si"] if not r.startswith("torch")))')
     echo "$requirements" > "$extras/requirements.txt"
     $pip -r "$extras/requirements.txt" "setuptools>=68"  # to install the project without build isolation
     case "$2" in

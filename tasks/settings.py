@@ -49,6 +49,7 @@ SETTINGS: dict[tuple[str, str], Setting] = {
             "cache_file", "", description="Parquet file table; empty: <subjects_dir>/file_table_cache.parquet"
         ),
         _wisc("executor", "local", description="local, docker or slurm: where step programs run"),
+        _wisc("prepro_device", "auto", description="engine device: auto (CUDA when free), cpu or cuda"),
         _wisc("disk_reserve_gb", "0", float, 0, "GiB kept free on a drive when writing recording.dat"),
         _wisc("chronic_threshold_hours", "6.0", float, 0, "kept hours from which a recording is chronic"),
         _wisc("gpu_units_chronic", "2", int, 0, "GPU units a chronic sort takes (two never share a GPU)"),

@@ -26,6 +26,7 @@ class StepSettings:
     allow_uncurated: bool = False
     environment: str = ""  # what the signature pins (docker:<image id>); "" accepts any environment
     records: dict[str, str] = field(default_factory=dict)  # handed over by the Luigi task: into the manifest
+    device: str = "cpu"  # where the engine computes (cpu, cuda:N)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class StepContext:
     settings: StepSettings
     progress: ProgressFile
     extra: dict = field(default_factory=dict)  # what the step wants recorded in its manifest
+    engine: str = "spikeinterface"  # who computes the chain this step reads (set by containers.steps.common)
 
     @property
     def n_jobs(self) -> int:
@@ -43,7 +45,9 @@ class StepContext:
     @property
     def job_kwargs(self) -> dict:
         # One worker process per job; each worker's BLAS/numba get one thread (SpikeInterface's default).
-        return {"n_jobs": self.n_jobs, "chunk_duration": "1s", "progress_bar": True}
+        # The engine's recording computes with n_jobs torch threads in this process: one SpikeInterface job.
+        n_jobs = 1 if self.engine == "torch" else self.n_jobs
+        return {"n_jobs": n_jobs, "chunk_duration": "1s", "progress_bar": True}
 
 
 def _module(step: str):

@@ -3,16 +3,20 @@ files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from containers.runtime.stepping import StepContext
 from tasks.core.atomic import atomic_path
+from tasks.core.errors import warn
 from tasks.inputs.segments import read_segments
 from tasks.options.chain import options_chain
 
 CLEAN_MOTION = "motion_non_rigid_clean.npz"
+T = TypeVar("T")
 
 
 def kept_recording(ctx: StepContext):
@@ -21,13 +25,47 @@ def kept_recording(ctx: StepContext):
     return load_kept_recording(read_segments(ctx.sorting.segments))
 
 
+def with_engine(ctx: StepContext, plan: Callable[[], T]) -> T | None:
+    """`plan()` when the options ask for the torch engine (`engine: torch`); None, said once on the terminal
+    and recorded in the manifest, when the engine cannot run this chain: SpikeInterface computes it then."""
+    if ctx.opts.get("engine", "spikeinterface") != "torch":
+        ctx.extra["engine"] = {"used": "spikeinterface"}
+        return None
+    try:
+        from containers.engine import EngineUnsupported
+    except ImportError as err:  # an image built without torch
+        reason = f"this environment (no torch: {err})"
+    else:
+        try:
+            planned = plan()
+            reason = ""
+        except EngineUnsupported as err:
+            reason = str(err)
+    if reason:
+        warn(f"{ctx.sorting.root}: the torch engine does not support {reason}; SpikeInterface runs the chain")
+        ctx.extra["engine"] = {"requested": "torch", "used": "spikeinterface", "reason": reason}
+        return None
+    ctx.engine = "torch"
+    ctx.extra["engine"] = {"used": "torch", "device": ctx.settings.device}
+    return planned
+
+
 def recording_for_motion(ctx: StepContext):
+    """The chain before drift correction, float32 uV: the engine's recording, or SpikeInterface's."""
     from containers.recording.chain import preprocess_for_motion
 
     rec = kept_recording(ctx)
     hours = rec.get_total_duration() / 3600
     ctx.progress.label = f"{ctx.progress.label} of {hours:.2f} h"
-    return preprocess_for_motion(rec, options_chain(ctx.opts).before)
+    steps = ctx.opts["preprocessing"]
+
+    def plan():
+        from containers.engine import plan_recording
+
+        return plan_recording(rec, steps, until="motion", device=ctx.settings.device, n_jobs=ctx.n_jobs)
+
+    engine_recording = with_engine(ctx, plan)
+    return engine_recording if engine_recording is not None else preprocess_for_motion(rec, steps)
 
 
 def drift_kwargs(ctx: StepContext, key: str) -> dict:
@@ -49,18 +87,22 @@ def save_npy(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
-def preprocessed_recording(ctx: StepContext, source=None):
-    """The kept recording (or `source`) through the whole chain, motion interpolated with the CLEANED one."""
+def cleaned_motion(ctx: StepContext) -> tuple[object | None, dict]:
+    """(the CLEANED motion, resolved interpolate_motion_kwargs), or (None, {}) without drift correction."""
     from containers.motion.stages import load_motion
+
+    if options_chain(ctx.opts).drift is None:
+        return None, {}
+    # Always the CLEANED motion: sorting with the raw one went unnoticed for 16 months once.
+    ctx.extra["motion_used"] = f"preprocessing/{CLEAN_MOTION}"
+    return load_motion(prepro_file(ctx, CLEAN_MOTION)), drift_kwargs(ctx, "interpolate_motion_kwargs")
+
+
+def preprocessed_recording(ctx: StepContext, source=None):
+    """The kept recording (or `source`) through the whole chain in SpikeInterface, motion interpolated with
+    the CLEANED one."""
     from containers.recording.chain import preprocess_full
 
-    drift = options_chain(ctx.opts).drift
-    clean = None
-    interpolate_kwargs: dict = {}
-    if drift is not None:
-        # Always the CLEANED motion: sorting with the raw one went unnoticed for 16 months once.
-        clean = load_motion(prepro_file(ctx, CLEAN_MOTION))
-        interpolate_kwargs = drift_kwargs(ctx, "interpolate_motion_kwargs")
-        ctx.extra["motion_used"] = f"preprocessing/{CLEAN_MOTION}"
+    clean, interpolate_kwargs = cleaned_motion(ctx)
     source = kept_recording(ctx) if source is None else source
     return preprocess_full(source, ctx.opts["preprocessing"], clean, interpolate_kwargs)

@@ -8,8 +8,9 @@ import numpy as np
 import spikeinterface.preprocessing as spre
 from spikeinterface.core import BaseRecording, write_binary_recording
 
+from containers.recording.chain import preprocess_full
 from containers.runtime.stepping import StepContext
-from containers.steps.common import kept_recording, preprocessed_recording
+from containers.steps.common import cleaned_motion, kept_recording, with_engine
 from tasks.core.atomic import atomic_path
 from tasks.core.diskspace import (
     bytes_needed,
@@ -76,9 +77,23 @@ def clipped_fraction(path: Path, n_channels: int, sampling_frequency: float) -> 
 
 def run(ctx: StepContext) -> None:
     source = kept_recording(ctx)
-    rec = preprocessed_recording(ctx, source)
+    steps = ctx.opts["preprocessing"]
+    clean, interpolate_kwargs = cleaned_motion(ctx)
+
+    def plan():
+        from containers.engine import plan_chain
+
+        device, n_jobs = ctx.settings.device, ctx.n_jobs
+        return plan_chain(
+            source, steps, clean, interpolate_kwargs, device=device, n_jobs=n_jobs, dtype="int16"
+        )
+
+    chain = with_engine(ctx, plan)
+    rec = None if chain is not None else preprocess_full(source, steps, clean, interpolate_kwargs)
+    n_channels = chain.num_channels if chain is not None else rec.get_num_channels()
+    n_samples = chain.num_frames if chain is not None else rec.get_num_samples()
+    rate = chain.sampling_frequency if chain is not None else rec.get_sampling_frequency()
     target = ctx.sorting.path(TARGET)
-    n_channels, n_samples = rec.get_num_channels(), rec.get_num_samples()
     needed = bytes_needed(read_segments(ctx.sorting.segments), n_channels)
     reserve = ctx.settings.disk_reserve_bytes
     preflight(target, needed, reserve)
@@ -90,8 +105,14 @@ def run(ctx: StepContext) -> None:
             path.unlink()
     ctx.progress.label = f"{ctx.progress.label} ({human_bytes(n_samples * n_channels * 2)})"
     with atomic_path(target) as tmp:
-        write_binary_recording(as_int16(rec), tmp, dtype="int16", add_file_extension=False, **ctx.job_kwargs)
-        fraction, seconds = clipped_fraction(tmp, n_channels, rec.get_sampling_frequency())
+        if chain is not None:  # one pass: a reader ahead, the engine, a writer behind
+            progress = ctx.progress.update
+            write_recording_dat(chain, tmp, n_jobs=ctx.n_jobs, on_progress=lambda f: progress(100.0 * f))
+        else:
+            write_binary_recording(
+                as_int16(rec), tmp, dtype="int16", add_file_extension=False, **ctx.job_kwargs
+            )
+        fraction, seconds = clipped_fraction(tmp, n_channels, rate)
     if fraction > CLIP_WARN_FRACTION:
         warn(
             f"{target}: {fraction:.2%} of the values checked are clipped to the int16 range; "
@@ -101,9 +122,15 @@ def run(ctx: StepContext) -> None:
         dtype="int16",
         num_channels=n_channels,
         num_samples=n_samples,
-        sampling_frequency=rec.get_sampling_frequency(),
-        gain_to_uV=gain_to_uv(source, ctx.opts["preprocessing"]),
+        sampling_frequency=rate,
+        gain_to_uV=gain_to_uv(source, steps),
         bytes=n_samples * n_channels * 2,
         clipped_fraction_estimate=fraction,
         clipped_estimate_seconds=round(seconds, 3),
     )
+
+
+def write_recording_dat(chain, path: Path, n_jobs: int, on_progress) -> None:
+    from containers.engine import write_recording_dat as write
+
+    write(chain, path, chunk_frames=int(chain.sampling_frequency), n_jobs=n_jobs, on_progress=on_progress)

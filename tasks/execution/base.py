@@ -58,11 +58,13 @@ def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event
             callback(float(state.get("percent", 0.0)), str(state.get("message", "")))
 
 
-def step_flags(allow_uncurated: bool = False, records: dict[str, str] | None = None) -> list[str]:
+def step_flags(
+    allow_uncurated: bool = False, records: dict[str, str] | None = None, device: str = "cpu"
+) -> list[str]:
     """The host's settings a step program needs, as its flags (a container has no luigi.cfg to read)."""
     from tasks import settings
 
-    flags = ["--disk-reserve-gb", repr(settings.get("disk_reserve_gb"))]
+    flags = ["--disk-reserve-gb", repr(settings.get("disk_reserve_gb")), "--device", device]
     if allow_uncurated:
         flags.append("--allow-uncurated")
     for key, value in (records or {}).items():

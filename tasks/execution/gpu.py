@@ -71,6 +71,21 @@ def gpu_resource_name() -> str:
     return name.replace("{host}", socket.gethostname().split(".")[0])
 
 
+def engine_device(opts: dict) -> str:
+    """Where an engine step computes: "cuda" or "cpu", from `engine` in the options and `[wisc] prepro_device`
+    (auto: CUDA when this host has a GPU, cpu, or cuda). SpikeInterface's chain always runs on the CPU."""
+    if opts.get("engine") != "torch":
+        return "cpu"
+    wanted = settings.get("prepro_device")
+    if wanted not in ("auto", "cpu", "cuda"):
+        raise UserError(f"[wisc] prepro_device = {wanted!r}: use auto, cpu or cuda")
+    if wanted == "cpu" or (wanted == "auto" and not visible_devices()):
+        return "cpu"
+    if not visible_devices():
+        raise UserError("[wisc] prepro_device = cuda but this host lists no GPU; use auto or cpu")
+    return "cuda"
+
+
 class GpuTaskMixin(abc.ABC):
     """For a Luigi task with a cheap `gpu_units_needed()`: adds its GPU units to the task's resources.
 

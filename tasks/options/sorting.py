@@ -22,6 +22,7 @@ from tasks.options.sorting_schema import (  # noqa: F401  (re-exported: the sche
     CLEAN_KWARGS,
     DETECT_KWARGS,
     DRIFT_PARAMS,
+    ENGINES,
     ESTIMATE_COMMON,
     ESTIMATE_KWARGS,
     INTERPOLATE_KWARGS,
@@ -213,6 +214,8 @@ def _translate_drift(old: dict, src: str, path: str, notes: list[str]) -> dict:
 
 def _validate(data: dict, src: str) -> None:
     _check_map(src, "", data, TOP_KEYS, required=("preprocessing", "sorting"))
+    if data.get("engine", "spikeinterface") not in ENGINES:
+        _fail(src, "engine", f"{data['engine']!r} is not an engine; use one of {', '.join(ENGINES)}")
     counts: dict[str, int] = {}
     for i, step in enumerate(data["preprocessing"]):
         path = f"preprocessing[{i}]"

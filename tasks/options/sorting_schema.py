@@ -129,7 +129,10 @@ SORTER_PARAMS: dict[str, dict[str, str]] = {
         scheme2_training_recording_sampling_mode:s scheme3_block_duration_sec:n freq_min:n freq_max:n
         filter:b whiten:b whitening_seed:n? delete_temporary_recording:b {_JOB}"""),
 }
-TOP_KEYS = _spec("preprocessing:l sorting:m")
+TOP_KEYS = _spec("engine:s preprocessing:l sorting:m")
+# `engine`: who computes the chain. Absent = spikeinterface (sortings made before the engine keep their
+# signatures); every shipped options file says torch.
+ENGINES = ("torch", "spikeinterface")
 STEP_KEYS = _spec("step_name:s step_params:m")
 SORTING_KEYS = _spec("sorter_name:s sorter_params:m sorter_path:s?")
 # Old (0.98 fork) key -> 0.105 key(s): for the translation and for hints on unknown keys.

@@ -14,7 +14,7 @@ from tasks.core.errors import UserError, warn
 from tasks.core.layout import SortingDir
 from tasks.core.manifest import is_complete, supersede
 from tasks.execution.executors import StepFailed, get_executor, step_flags
-from tasks.execution.gpu import GpuTaskMixin, gpu_units
+from tasks.execution.gpu import GpuTaskMixin, engine_device, gpu_units
 from tasks.inputs.resolve import Target, resolve
 from tasks.inputs.segments import kept_hours as segments_kept_hours
 from tasks.settings import load_paths
@@ -120,15 +120,23 @@ class SetupSorting(SortingTask):
         prepare_sorting(resolve(load_paths(), self.target), self.opts)
 
 
-class StepTask(SortingTask):
-    """Runs `python -m containers <step>` through the executor; complete only when the manifest says so."""
+class StepTask(GpuTaskMixin, SortingTask):
+    """Runs `python -m containers <step>` through the executor; complete only when the manifest says so.
+
+    CPU units: n_jobs. GPU units: an engine step whose chain runs on CUDA takes 1 (through the same lease and
+    lock as the sort, so the scheduler's arithmetic holds); the sort takes its sorter's units.
+    """
 
     step: str = ""
     resources_per_job = {"cpu": 1}
 
     @property
     def resources(self) -> dict[str, int]:
-        return {name: units * self.n_jobs for name, units in self.resources_per_job.items()}
+        cpu = {name: units * self.n_jobs for name, units in self.resources_per_job.items()}
+        return {**cpu, **super().resources}
+
+    def gpu_units_needed(self) -> int:
+        return 1 if STEPS[self.step].engine and engine_device(self.options()) == "cuda" else 0
 
     def requires(self):
         upstream = STEPS[self.step].upstream(self.options())
@@ -148,9 +156,26 @@ class StepTask(SortingTask):
         self.set_status_message(message)
 
     def run(self):
-        self.execute()
+        self.run_leased()
 
-    def execute(self, extra_env: dict[str, str] | None = None, records: dict[str, str] | None = None) -> None:
+    def run_leased(self, what: str = "computing") -> None:
+        """Execute with the GPU units this step takes (none: no lease), the device handed as flags."""
+        if not self.gpu_units_needed():
+            self.execute(device="cpu")
+            return
+        with self.gpu_lease() as lease:
+            records = {"lease_gpu_units": str(lease.units), "lease_at": manifest.now()}
+            if lease.device_id is not None:
+                self.set_status_message(f"{what} on GPU {lease.device_id} ({lease.units} units)")
+            # Only the leased device is visible to the step (inside docker too): it is cuda:0 there.
+            self.execute(extra_env=lease.env(), records=records, device="cuda:0")
+
+    def execute(
+        self,
+        extra_env: dict[str, str] | None = None,
+        records: dict[str, str] | None = None,
+        device: str = "cpu",
+    ) -> None:
         """Run the step program with the host's settings as flags; `records` go into its manifest."""
         sorting = self.sorting
         if self.set_tracking_url is not None:  # the web view's "track progress" button opens the log
@@ -169,7 +194,7 @@ class StepTask(SortingTask):
                 self.n_jobs,
                 on_progress=self._progress,
                 extra_env=extra_env,
-                flags=step_flags(records=records),
+                flags=step_flags(records=records, device=device),
             )
         except StepFailed:
             # Partial outputs are moved aside, never deleted: the next run starts clean.
@@ -198,7 +223,7 @@ class DiskWriteTask(StepTask):
         return {**super().resources, "disk_write": 1}
 
 
-class SortTask(GpuTaskMixin, StepTask):
+class SortTask(StepTask):
     """The sorter on recording.dat; takes GPU units by recording class, and a device from the host lock."""
 
     discard_curation = luigi.BoolParameter(
@@ -211,11 +236,10 @@ class SortTask(GpuTaskMixin, StepTask):
 
     def run(self):
         check_curation(self.sorting, self.discard_curation)
-        with self.gpu_lease() as lease:
-            records = {"lease_gpu_units": str(lease.units), "lease_at": manifest.now()}
-            if lease.device_id is not None:
-                self.set_status_message(f"sorting on GPU {lease.device_id} ({lease.units} units)")
-            self.execute(extra_env=lease.env(), records=records)
+        if self.gpu_units_needed():
+            self.run_leased("sorting")
+        else:  # a CPU sorter: the lease's environment is empty, as before
+            self.execute()
 
 
 BASES: dict[str, type[StepTask]] = {"cpu": StepTask, "disk_write": DiskWriteTask, "gpu": SortTask}

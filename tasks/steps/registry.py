@@ -38,6 +38,7 @@ class Step:
     kind: str = "cpu"  # Luigi base: "cpu" (n_jobs cpu units), "disk_write" (+1 disk_write), "gpu" (the sort)
     phase: Phase = "prepro"
     needs_motion: bool = False  # only when the chain has drift_correction
+    engine: bool = False  # reads the chain through the engine: its device (and GPU units) from the host
     image: Callable[[Options], str] = field(default=lambda opts: "si")  # docker image kind
     # A folder the step owns as a whole (superseded together), minus files other steps own.
     owns_folder: str | None = None
@@ -72,6 +73,12 @@ def _drift(*keys: str) -> Callable[[Options], dict]:
     return subset
 
 
+def _engine(opts: Options) -> dict:
+    """Who computes the chain, for the steps that read it. Absent from the options (made before the engine):
+    nothing, so those sortings keep their signatures and their SpikeInterface path."""
+    return {"engine": opts["engine"]} if "engine" in opts else {}
+
+
 def _sort_image(opts: Options) -> str:
     """ks25 for a Kilosort 2.5 sort (MATLAB Runtime image), si for every other step."""
     return "ks25" if (opts.get("sorting") or {}).get("sorter_name") == "kilosort2_5" else "si"
@@ -91,17 +98,23 @@ for _step in [
         "peaks",
         ("preprocessing/peaks.npy",),
         lambda o: ("segments",),
-        lambda o: {"chain_before_motion": options_chain(o).before, **_drift("detect_kwargs")(o)},
+        lambda o: {
+            "chain_before_motion": options_chain(o).before,
+            **_drift("detect_kwargs")(o),
+            **_engine(o),
+        },
         "detect peaks on the preprocessed recording",
         needs_motion=True,
+        engine=True,
     ),
     Step(
         "peak_locations",
         ("preprocessing/peak_locations.npy",),
         lambda o: ("peaks",),
-        _drift("localize_peaks_kwargs"),
+        lambda o: {**_drift("localize_peaks_kwargs")(o), **_engine(o)},
         "localize peaks",
         needs_motion=True,
+        engine=True,
     ),
     Step(
         "motion",
@@ -141,9 +154,11 @@ for _step in [
         "recording_dat",
         ("si_output/sorter_output/recording.dat",),
         lambda o: ("preprocessed_probe",),
-        description="write recording.dat",  # the chain is already in preprocessed_probe's signature
+        _engine,  # the chain itself is in preprocessed_probe's signature
+        "write recording.dat",
         kind="disk_write",
         phase="write",
+        engine=True,
     ),
     Step(
         "sort",

@@ -67,8 +67,13 @@ def segments(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     return build_segment_table(files, exclusions)
 
 
-def _opts(name: str) -> dict:
+ENGINES = ("torch", "spikeinterface")
+
+
+def _opts(name: str, engine: str = "torch") -> dict:
+    """A shipped options file (engine: torch) or the same chain computed by SpikeInterface itself."""
     opts = yaml.safe_load((OPTS / f"sorting_{name}.yaml").read_text())
+    opts["engine"] = engine
     for step in opts["preprocessing"]:
         if step["step_name"] == "whiten":  # a fixed seed: the whitening matrix comes from random chunks
             # Few small chunks: the default 20 x 10000 samples would cost more than the write here.
@@ -118,7 +123,13 @@ def _check_written(ctx: StepContext, segments: pd.DataFrame, opts: dict) -> np.n
     assert path.stat().st_size == n_kept * n_channels * 2
     data = np.memmap(path, dtype=np.int16, mode="r").reshape(n_kept, n_channels)
     for start, expected in chunks:
-        np.testing.assert_array_equal(data[start : start + expected.shape[0]], expected)
+        written = data[start : start + expected.shape[0]]
+        if opts["engine"] == "spikeinterface":  # the reference path: SpikeInterface's values exactly
+            np.testing.assert_array_equal(written, expected)
+        else:  # the engine: within +-1 of SpikeInterface's int16 for >= 99.9% of samples (issue 13)
+            off = np.abs(written.astype(np.int32) - expected)
+            assert off.max() <= 3 and np.mean(off <= 1) >= 0.999, (off.max(), np.mean(off <= 1))
+    assert ctx.extra["engine"]["used"] == opts["engine"]
     assert list(path.parent.iterdir()) == [path]  # no temporary file left
     assert ctx.extra["num_channels"] == n_channels and ctx.extra["num_samples"] == n_kept
     assert ctx.extra["dtype"] == "int16" and ctx.extra["sampling_frequency"] == pytest.approx(RATE)
@@ -127,8 +138,9 @@ def _check_written(ctx: StepContext, segments: pd.DataFrame, opts: dict) -> np.n
 
 
 @pytest.mark.slow
-def test_demo_chain_in_uv(tmp_path: Path, segments: pd.DataFrame) -> None:
-    opts = _opts("demo")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_demo_chain_in_uv(tmp_path: Path, segments: pd.DataFrame, engine: str) -> None:
+    opts = _opts("demo", engine)
     ctx = _context(tmp_path, segments, opts)
     recording_dat(ctx)
     data = _check_written(ctx, segments, opts)
@@ -140,11 +152,11 @@ def test_demo_chain_in_uv(tmp_path: Path, segments: pd.DataFrame) -> None:
 
 
 @pytest.mark.slow
-def test_lab_chain_whitened_and_scaled(tmp_path: Path, segments: pd.DataFrame) -> None:
-    opts = _opts("chronic_df")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_lab_chain_whitened_and_scaled(tmp_path: Path, segments: pd.DataFrame, engine: str) -> None:
+    opts = _opts("chronic_df", engine)
     ctx = _context(tmp_path, segments, opts)
-    with pytest.warns(UserWarning, match="torch"):  # conv_engine torch: irrelevant to interpolation
-        recording_dat(ctx)
+    recording_dat(ctx)
     data = _check_written(ctx, segments, opts)
     assert ctx.extra["gain_to_uV"] is None  # whitened: no longer uV
     assert 100 < data[: int(RATE)].std() < 400  # ~unit variance x gain 200
@@ -194,7 +206,7 @@ def test_failed_write_leaves_no_temporary_file(
 
 @pytest.mark.slow
 def test_parallel_write_matches(tmp_path: Path, segments: pd.DataFrame) -> None:
-    opts = _opts("demo")
+    opts = _opts("demo", "spikeinterface")  # SpikeInterface's processes; the engine's threads: above
     ctx = _context(tmp_path, segments, opts, n_jobs=2)
     recording_dat(ctx)
     _check_written(ctx, segments, opts)

@@ -22,25 +22,28 @@ def module_files() -> dict[str, Path]:
     return found
 
 
-def imported_names(path: Path) -> set[str]:
-    """Every module an import statement anywhere in the file names (absolute imports; `from X import y`
-    gives X.y too, which counts where X.y is a module)."""
+def imported_names(path: Path, modules: set[str] | frozenset = frozenset()) -> set[str]:
+    """Every module an import statement anywhere in the file names (absolute imports). `from X import y`
+    names X.y when that is one of `modules` (X itself only as a parent, like any submodule import), else X."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & set(modules)
+            names.update(submodules)
+            if len(submodules) < len(node.names):
+                names.add(node.module)
     return names
 
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the project modules it imports (anywhere in the file)."""
     files = module_files()
-    return {
-        name: {n for n in imported_names(path) if n in files and n != name} for name, path in files.items()
-    }
+    graph = {}
+    for name, path in files.items():
+        graph[name] = {n for n in imported_names(path, set(files)) if n in files and n != name}
+    return graph
 
 
 def external_imports() -> dict[str, set[str]]:
