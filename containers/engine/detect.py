@@ -94,7 +94,7 @@ def plan_detection(recording: Any, detect_kwargs: dict) -> DetectParams:
         from spikeinterface.core.recording_tools import get_noise_levels
 
         noise_levels = get_noise_levels(
-            recording, return_in_uV=False, random_slices_kwargs=random_slices_kwargs
+            recording, return_in_uV=False, random_slices_kwargs=random_slices_kwargs, progress_bar=False
         )
     noise_levels = np.asarray(noise_levels)
     return DetectParams(
@@ -112,38 +112,52 @@ class LocallyExclusive:
         self.params = params
         self.device = torch.device(device)
         self.thresholds = torch.as_tensor(params.abs_thresholds, dtype=torch.float32, device=self.device)
-        self.neighbours = torch.as_tensor(params.neighbours, device=self.device)
+        n_channels = params.neighbours.shape[0]
+        neighbours = torch.as_tensor(params.neighbours, device=self.device)
+        self.real_neighbour = neighbours < n_channels
+        self.neighbours = neighbours.clamp(max=n_channels - 1)  # padding: any channel, masked out
         sweep = params.exclude_sweep_size
-        self.before = torch.arange(-sweep, 0, device=self.device)  # strictly earlier samples
-        self.after = torch.arange(0, sweep + 1, device=self.device)  # same sample and later ones
+        self.offsets = torch.arange(-sweep, sweep + 1, device=self.device)
+
+    def _is_candidate(self, traces: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """SpikeInterface's candidate test at (t, c): beyond threshold, and a strict extremum on the left
+        and a weak one on the right (1 <= t <= n - 2)."""
+        value, prev, nxt, thr = traces[t, c], traces[t - 1, c], traces[t + 1, c], self.thresholds[c]
+        found = torch.zeros_like(value, dtype=torch.bool)
+        if self.params.peak_sign in ("neg", "both"):
+            found |= (value <= -thr) & (value < prev) & (value <= nxt)
+        if self.params.peak_sign in ("pos", "both"):
+            found |= (value >= thr) & (value > prev) & (value >= nxt)
+        return found
 
     def __call__(self, traces: torch.Tensor, margin: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Peaks of `traces` (n_samples, n_channels) float32 whose sample lies in [margin, n - margin).
 
         Returns (sample index within `traces`, channel index, amplitude), ordered by sample then channel,
         as SpikeInterface's numba kernel orders them. `margin` must be at least `params.margin`.
+        Only threshold crossings are visited after one comparison over the chunk.
         """
         if margin < self.params.margin:
             raise ValueError(f"margin {margin} < {self.params.margin} samples that detection needs")
-        n = traces.shape[0]
-        candidate = torch.zeros_like(traces, dtype=torch.bool)
-        mid, prev, nxt = traces[1:-1], traces[:-2], traces[2:]
-        thr = self.thresholds
-        if self.params.peak_sign in ("neg", "both"):
-            candidate[1:-1] |= (mid <= -thr) & (mid < prev) & (mid <= nxt)
-        if self.params.peak_sign in ("pos", "both"):
-            candidate[1:-1] |= (mid >= thr) & (mid > prev) & (mid >= nxt)
-        # Candidates score |v| / threshold (>= 1); everything else 0, so it never suppresses anything.
-        score = torch.where(candidate, traces.abs() / thr, traces.new_zeros(()))
-        score = torch.cat([score, score.new_zeros(n, 1)], dim=1)  # the sentinel channel of `neighbours`
-        inner = candidate[margin : n - margin]
-        samples, channels = torch.nonzero(inner, as_tuple=True)
+        inner = traces[margin : traces.shape[0] - margin]
+        sign = self.params.peak_sign
+        crossing = inner.abs() >= self.thresholds if sign == "both" else (
+            inner <= -self.thresholds if sign == "neg" else inner >= self.thresholds
+        )  # fmt: skip
+        samples, channels = torch.nonzero(crossing, as_tuple=True)
         samples = samples + margin
-        own = score[samples, channels]
-        nbrs = self.neighbours[channels][:, None, :]  # (n_peaks, 1, k)
-        later = score[(samples[:, None] + self.after)[:, :, None], nbrs].amax(dim=(1, 2))
-        earlier = score[(samples[:, None] + self.before)[:, :, None], nbrs]
-        earlier = earlier.amax(dim=(1, 2)) if earlier.numel() else torch.zeros_like(own)
+        keep = self._is_candidate(traces, samples, channels)
+        samples, channels = samples[keep], channels[keep]
+        # Score |v| / threshold (>= 1 for candidates) over each candidate's sweep and neighbourhood; a
+        # non-candidate scores 0 and never suppresses anything.
+        times = (samples[:, None] + self.offsets)[:, :, None]  # (n, 2 sweep + 1, 1)
+        nbrs = self.neighbours[channels][:, None, :]  # (n, 1, k)
+        around = self._is_candidate(traces, times, nbrs) & self.real_neighbour[channels][:, None, :]
+        score = torch.where(around, traces[times, nbrs].abs() / self.thresholds[nbrs], 0.0)
+        own = traces[samples, channels].abs() / self.thresholds[channels]
+        sweep = self.params.exclude_sweep_size
+        later = score[:, sweep:].amax(dim=(1, 2))  # same sample (itself included) and later
+        earlier = score[:, :sweep].amax(dim=(1, 2)) if sweep else torch.zeros_like(own)
         # SpikeInterface drops a peak when a neighbour within the sweep is larger, or equal and earlier.
         keep = (later <= own) & (earlier < own)
         samples, channels = samples[keep], channels[keep]

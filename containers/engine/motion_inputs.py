@@ -11,6 +11,7 @@ which needs every peak before the first location: two passes). Memory is bounded
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,6 +79,7 @@ def detect_and_localize(
     device: str | torch.device = "cpu",
     n_jobs: int = 1,
     on_progress: Callable[[float], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`(peaks, peak_locations)` of `recording` in one read of its data.
 
@@ -88,6 +90,7 @@ def detect_and_localize(
         `noise_levels` for the noise; `ms_before`/`ms_after` for the waveforms).
     chunk_size: frames per chunk (default one second); device: "cpu" or "cuda:N"; n_jobs: torch threads.
     on_progress: called with the fraction of frames done after each chunk.
+    timings: when given, wall seconds per phase (plan, read, detect, localize) are added to it.
     Raises `Unsupported` (a ValueError naming the key) for an option the engine does not implement.
     """
     localize = dict(localize_kwargs)
@@ -103,28 +106,30 @@ def detect_and_localize(
     fs = recording.get_sampling_frequency()
     nbefore, nafter = (round(localize.pop(k, v) * fs / 1000.0) for k, v in LOCALIZE_WAVEFORM_MS.items())
     device = torch.device(device)
+    clock = _Clock(timings, device)
     with torch_threads(n_jobs), torch.inference_mode():
-        detector = LocallyExclusive(plan_detection(recording, detect_kwargs), device)
-        localizer = plan_localization(
-            recording.get_channel_locations(), fs, localize, nbefore, nafter, device
-        )
+        with clock("plan"):
+            detector = LocallyExclusive(plan_detection(recording, detect_kwargs), device)
+            locations_um = recording.get_channel_locations()
+            localizer = plan_localization(locations_um, fs, localize, nbefore, nafter, device)
         margin = max(detector.params.margin, nbefore, nafter)
         total = sum(recording.get_num_samples(segment_index=s) for s in range(recording.get_num_segments()))
-        chunk_size = int(chunk_size or round(fs))
+        chunks = read_chunks(recording, int(chunk_size or round(fs)), margin, device)
         peaks, locations, done = [], [], 0
-        for chunk in read_chunks(recording, chunk_size, margin, device):
-            samples, channels, amplitudes = detector(chunk.traces[:, :-1], margin)
-            waveforms = gather_waveforms(
-                chunk.traces, samples, localizer.channel_index[channels], nbefore, nafter
-            )
-            located = localizer(waveforms, channels) if samples.numel() else None
+        while True:
+            with clock("read"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            with clock("detect"):
+                samples, channels, amplitudes = detector(chunk.traces[:, :-1], margin)
+            with clock("localize"):
+                rows = localizer.channel_index[channels]
+                waveforms = gather_waveforms(chunk.traces, samples, rows, nbefore, nafter)
+                located = localizer(waveforms, channels) if samples.numel() else None
+            starts = (samples + chunk.start - margin).cpu().numpy()
             peaks.append(
-                peaks_array(
-                    (samples + chunk.start - margin).cpu().numpy(),
-                    channels.cpu().numpy(),
-                    amplitudes.cpu().numpy(),
-                    chunk.segment_index,
-                )
+                peaks_array(starts, channels.cpu().numpy(), amplitudes.cpu().numpy(), chunk.segment_index)
             )
             empty = np.zeros(0, dtype=LOCATION_DTYPES[method])
             locations.append(empty if located is None else locations_array(method, located))
@@ -132,3 +137,23 @@ def detect_and_localize(
             if on_progress is not None:
                 on_progress(done / total)
     return np.concatenate(peaks), np.concatenate(locations)
+
+
+class _Clock:
+    """Adds the wall seconds of each phase to `timings` (when given); waits for CUDA work to finish."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
+        self.timings, self.device = timings, device
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        if self.timings is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - start
