@@ -336,7 +336,7 @@ class GridConvolution:
         for chan in range(locations.shape[0]):
             near = nearest[chan]
             channel_masks[chan] = (weights[:, :, near] > 0).sum(axis=(0, 2)) > 0
-            sub = weights[:, channel_masks[chan]][:, :, near]
+            sub = weights[:, :, near][:, channel_masks[chan]]
             self.tables.append(
                 (
                     torch.as_tensor(positions[near], device=device),
