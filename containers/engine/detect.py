@@ -140,10 +140,12 @@ class LocallyExclusive:
         if margin < self.params.margin:
             raise ValueError(f"margin {margin} < {self.params.margin} samples that detection needs")
         inner = traces[margin : traces.shape[0] - margin]
-        sign = self.params.peak_sign
-        crossing = inner.abs() >= self.thresholds if sign == "both" else (
-            inner <= -self.thresholds if sign == "neg" else inner >= self.thresholds
-        )  # fmt: skip
+        if self.params.peak_sign == "neg":
+            crossing = inner <= -self.thresholds
+        elif self.params.peak_sign == "pos":
+            crossing = inner >= self.thresholds
+        else:
+            crossing = inner.abs() >= self.thresholds
         samples, channels = torch.nonzero(crossing, as_tuple=True)
         samples = samples + margin
         keep = self._is_candidate(traces, samples, channels)
