@@ -141,6 +141,35 @@ def test_options_the_engine_lacks_are_unsupported(tmp_path):
         detect_and_localize(rec, DETECT, {**GRID, "n_peaks": 100})
 
 
+def test_small_recording_end_to_end_with_progress():
+    """A few seconds of generated ground truth, chunked finely: SpikeInterface's peaks exactly (borders
+    included: both sides zero-pad the recording's ends), its center of mass, progress up to 1."""
+    from spikeinterface.core import generate_ground_truth_recording
+    from spikeinterface.sortingcomponents.peak_localization import localize_peaks
+
+    rec, _ = generate_ground_truth_recording(durations=[2.0], num_channels=16, num_units=6, seed=4)
+    job = {"n_jobs": 1, "chunk_duration": "200ms", "progress_bar": False}
+    si_peaks = detect_peaks(rec, method_kwargs=copy.deepcopy(DETECT), job_kwargs=job)
+    method_kwargs = {k: v for k, v in COM.items() if k != "method"}
+    si_locations = localize_peaks(
+        rec,
+        si_peaks,
+        method="center_of_mass",
+        method_kwargs=method_kwargs,
+        ms_before=0.1,
+        ms_after=0.3,
+        job_kwargs=job,
+    )
+    fractions: list[float] = []
+    peaks, locations = detect_and_localize(rec, DETECT, COM, chunk_size=4999, on_progress=fractions.append)
+    assert si_peaks.size > 20
+    np.testing.assert_array_equal(peaks, si_peaks)
+    np.testing.assert_allclose(locations["y"], si_locations["y"], atol=0.5)
+    np.testing.assert_allclose(locations["x"], si_locations["x"], atol=0.5)
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert len(fractions) == -(-rec.get_num_samples() // 4999)  # one call per chunk
+
+
 # ---- end to end on generated drifting recordings ----
 
 
