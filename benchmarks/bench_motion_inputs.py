@@ -202,10 +202,10 @@ def report(args, duration: float, rows: list[dict], load_before: str, noise_s: f
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from containers.runtime import cap_threads_env
+    from tasks.core.threads import cap_threads_env
 
-    cap_threads_env(max(args.n_jobs))
-    from containers.runtime import cap_threads_runtime
+    cap_threads_env(max(args.n_jobs))  # before numpy: as the step program does
+    from containers.runtime.threads import cap_threads_runtime
 
     load_before = load_average()
     detect, localize = options()

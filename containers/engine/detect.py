@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .chain import EngineUnsupported
+
 # SpikeInterface's base_peak_dtype (spikeinterface.core.base): equal by test, kept here so that the
 # kernel imports without SpikeInterface.
 PEAK_DTYPE = np.dtype(
@@ -35,8 +37,9 @@ DETECT_DEFAULTS: dict[str, Any] = {
 }
 
 
-class Unsupported(ValueError):
-    """An option the engine cannot honour: the caller runs SpikeInterface instead."""
+class Unsupported(EngineUnsupported, ValueError):
+    """An option of detection or localization the engine cannot honour: the caller runs SpikeInterface
+    instead (the chain's EngineUnsupported, so one except clause catches both)."""
 
 
 def neighbour_index(locations: np.ndarray, radius_um: float) -> np.ndarray:

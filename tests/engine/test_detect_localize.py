@@ -41,7 +41,7 @@ from containers.engine.localize import (
     log_penalty_terms,
 )
 from containers.engine.motion_inputs import detect_and_localize
-from containers.motion import motion_error_um
+from containers.motion.stages import motion_error_um
 
 REPO = Path(__file__).resolve().parents[2]
 META_DIR = REPO.parent / "shared" / "data" / "spikeglx-meta"
@@ -127,10 +127,13 @@ def test_log_penalty_derivatives_equal_autograd():
         torch.testing.assert_close(hess[i], torch.func.hessian(value)(theta[i]))
 
 
-def test_options_the_engine_lacks_are_unsupported(tmp_path):
+def test_options_the_engine_lacks_are_unsupported():
     from spikeinterface.core import generate_recording
 
+    from containers.engine import EngineUnsupported
+
     rec = generate_recording(num_channels=4, durations=[0.2], seed=0)
+    assert issubclass(Unsupported, EngineUnsupported)
     with pytest.raises(Unsupported, match="by_channel"):
         detect_and_localize(rec, {"method": "by_channel"}, COM)
     with pytest.raises(Unsupported, match="bogus"):
