@@ -24,7 +24,7 @@ import torch
 from .detect import LocallyExclusive, Unsupported, peaks_array, plan_detection
 from .localize import LOCATION_DTYPES, gather_waveforms, locations_array, plan_localization
 
-__all__ = ["Unsupported", "detect_and_localize", "read_chunks"]
+__all__ = ["Unsupported", "detect_and_localize", "localize_given", "read_chunks"]
 
 LOCALIZE_WAVEFORM_MS = {"ms_before": 0.1, "ms_after": 0.3}  # SpikeInterface's compute_motion
 
@@ -93,25 +93,13 @@ def detect_and_localize(
     timings: when given, wall seconds per phase (plan, read, detect, localize) are added to it.
     Raises `Unsupported` (a ValueError naming the key) for an option the engine does not implement.
     """
-    localize = dict(localize_kwargs)
-    method = localize.get("method", "center_of_mass")
-    if method not in LOCATION_DTYPES:
-        raise Unsupported(
-            f"localize_peaks_kwargs.method {method!r}: the engine localizes with {sorted(LOCATION_DTYPES)}"
-        )
-    if "n_peaks" in localize:
-        raise Unsupported(
-            "localize_peaks_kwargs.n_peaks: the fused pass does not derive a prototype from peaks"
-        )
     fs = recording.get_sampling_frequency()
-    nbefore, nafter = (round(localize.pop(k, v) * fs / 1000.0) for k, v in LOCALIZE_WAVEFORM_MS.items())
     device = torch.device(device)
     clock = _Clock(timings, device)
     with torch_threads(n_jobs), torch.inference_mode():
         with clock("plan"):
             detector = LocallyExclusive(plan_detection(recording, detect_kwargs), device)
-            locations_um = recording.get_channel_locations()
-            localizer = plan_localization(locations_um, fs, localize, nbefore, nafter, device)
+            method, localizer, nbefore, nafter = _plan_localization(recording, localize_kwargs, device)
         margin = max(detector.params.margin, nbefore, nafter)
         total = sum(recording.get_num_samples(segment_index=s) for s in range(recording.get_num_segments()))
         chunks = read_chunks(recording, int(chunk_size or round(fs)), margin, device)
@@ -137,6 +125,60 @@ def detect_and_localize(
             if on_progress is not None:
                 on_progress(done / total)
     return np.concatenate(peaks), np.concatenate(locations)
+
+
+def localize_given(
+    recording: Any,
+    peaks: np.ndarray,
+    localize_kwargs: dict,
+    *,
+    chunk_size: int | None = None,
+    device: str | torch.device = "cpu",
+    n_jobs: int = 1,
+    on_progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
+    """Locations of given `peaks` (SpikeInterface's peak dtype) in one read of `recording`: what a change
+    of localization options reruns, without detecting again. Same waveforms and solvers as the fused pass."""
+    device = torch.device(device)
+    with torch_threads(n_jobs), torch.inference_mode():
+        method, localizer, nbefore, nafter = _plan_localization(recording, localize_kwargs, device)
+        out = np.zeros(peaks.size, dtype=LOCATION_DTYPES[method])
+        fs = recording.get_sampling_frequency()
+        margin = max(nbefore, nafter)
+        total = sum(recording.get_num_samples(segment_index=s) for s in range(recording.get_num_segments()))
+        done = 0
+        for chunk in read_chunks(recording, int(chunk_size or round(fs)), margin, device):
+            sample = peaks["sample_index"]
+            inside = (peaks["segment_index"] == chunk.segment_index) & (sample >= chunk.start)
+            index = np.flatnonzero(inside & (sample < chunk.end))
+            if index.size:
+                samples = torch.as_tensor(sample[index] - chunk.start + margin, device=device)
+                channels = torch.as_tensor(peaks["channel_index"][index], device=device)
+                rows = localizer.channel_index[channels]
+                waveforms = gather_waveforms(chunk.traces, samples, rows, nbefore, nafter)
+                out[index] = locations_array(method, localizer(waveforms, channels))
+            done += chunk.end - chunk.start
+            if on_progress is not None:
+                on_progress(done / total)
+    return out
+
+
+def _plan_localization(recording: Any, localize_kwargs: dict, device: torch.device) -> tuple:
+    """(method, localizer, frames before, frames after) for `localize_kwargs`; Unsupported names the key."""
+    localize = dict(localize_kwargs)
+    method = localize.get("method", "center_of_mass")
+    if method not in LOCATION_DTYPES:
+        raise Unsupported(
+            f"localize_peaks_kwargs.method {method!r}: the engine localizes with {sorted(LOCATION_DTYPES)}"
+        )
+    if "n_peaks" in localize:
+        raise Unsupported(
+            "localize_peaks_kwargs.n_peaks: the fused pass does not derive a prototype from peaks"
+        )
+    fs = recording.get_sampling_frequency()
+    nbefore, nafter = (round(localize.pop(k, v) * fs / 1000.0) for k, v in LOCALIZE_WAVEFORM_MS.items())
+    localizer = plan_localization(recording.get_channel_locations(), fs, localize, nbefore, nafter, device)
+    return method, localizer, nbefore, nafter
 
 
 class _Clock:

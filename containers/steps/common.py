@@ -82,6 +82,15 @@ def prepro_file(ctx: StepContext, name: str) -> Path:
     return ctx.sorting.preprocessing / name
 
 
+def fused_locations_file(ctx: StepContext) -> Path:
+    """Where the peaks step's fused pass leaves its locations: named by the peak_locations step's signature
+    (the localization options and the peaks), so that step adopts them only when they are what it would
+    compute."""
+    from tasks.steps.registry import expected
+
+    return prepro_file(ctx, f"peak_locations.fused-{expected(ctx.sorting, 'peak_locations').signature}.npy")
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         np.save(tmp, array)

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -72,15 +73,15 @@ def gpu_resource_name() -> str:
 
 
 def engine_device(opts: dict) -> str:
-    """Where an engine step computes: "cuda" or "cpu", from `engine` in the options and `[wisc] prepro_device`
-    (auto: CUDA when this host has a GPU, cpu, or cuda). SpikeInterface's chain always runs on the CPU."""
+    """Where an engine step computes, "cuda" or "cpu": `engine` in the options and `[wisc] prepro_device`
+    (auto: CUDA when the NVIDIA driver lists a GPU; cpu; cuda). SpikeInterface's chain runs on the CPU."""
     if opts.get("engine") != "torch":
         return "cpu"
     wanted = settings.get("prepro_device")
     if wanted not in ("auto", "cpu", "cuda"):
         raise UserError(f"[wisc] prepro_device = {wanted!r}: use auto, cpu or cuda")
-    if wanted == "cpu" or (wanted == "auto" and not visible_devices()):
-        return "cpu"
+    if wanted == "cpu" or (wanted == "auto" and not nvidia_smi_devices()):
+        return "cpu"  # auto: a GPU the driver lists, not a configured stand-in
     if not visible_devices():
         raise UserError("[wisc] prepro_device = cuda but this host lists no GPU; use auto or cpu")
     return "cuda"
@@ -159,17 +160,22 @@ def visible_devices() -> list[str]:
         devices = [d.strip() for d in listed.split(",") if d.strip()]
         if devices:
             return devices
-    if shutil.which("nvidia-smi"):
-        try:
-            listing = subprocess.run(
-                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            listing = ""
-        devices = re.findall(r"^GPU (\d+):", listing, flags=re.MULTILINE)
-        if devices:
-            return devices
-    return ["0"]
+    return nvidia_smi_devices() or ["0"]
+
+
+@lru_cache(maxsize=1)
+def nvidia_smi_devices() -> list[str]:
+    """The GPUs the NVIDIA driver lists (`nvidia-smi -L`); [] where there is no driver. Asked once per
+    process: Luigi reads a task's resources on every scheduling pass."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return re.findall(r"^GPU (\d+):", listing, flags=re.MULTILINE)
 
 
 def _lock_dir(lock_dir: Path | None) -> Path:
