@@ -18,7 +18,7 @@ from pathlib import Path
 from tasks import settings
 from tasks.core.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the source tree: Dockerfiles, pyproject.toml
 KINDS = ("si", "ks25")
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # The compiled Kilosort 2.5 base Dockerfile.ks25 starts from (made by MATLAB's compiler.package.docker).

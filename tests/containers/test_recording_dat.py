@@ -210,3 +210,19 @@ def test_parallel_write_matches(tmp_path: Path, segments: pd.DataFrame) -> None:
     ctx = _context(tmp_path, segments, opts, n_jobs=2)
     recording_dat(ctx)
     _check_written(ctx, segments, opts)
+
+
+def test_a_step_the_engine_lacks_falls_back_with_one_line_and_a_manifest_entry(
+    tmp_path: Path, segments: pd.DataFrame, capsys: pytest.CaptureFixture
+) -> None:
+    """An exotic SpikeInterface step in the chain: the whole chain runs in SpikeInterface, said once."""
+    opts = _opts("demo")
+    opts["preprocessing"].insert(0, {"step_name": "center", "step_params": {"mode": "median"}})
+    ctx = _context(tmp_path, segments, opts)
+    with pytest.warns(
+        UserWarning, match=r"torch engine does not support center.*SpikeInterface runs the chain"
+    ):
+        recording_dat(ctx)
+    assert ctx.extra["engine"]["used"] == "spikeinterface" and ctx.extra["engine"]["requested"] == "torch"
+    assert "center" in ctx.extra["engine"]["reason"]
+    assert ctx.engine == "spikeinterface"
