@@ -50,6 +50,25 @@ def with_engine(ctx: StepContext, plan: Callable[[], T]) -> T | None:
     return planned
 
 
+# Bytes of device memory one frame of one channel takes through the engine's stages (float32 copies,
+# FFT buffers, the fold matrices' products), with room to spare: chunks fill a quarter of what is free.
+ENGINE_BYTES_PER_SAMPLE = 64
+MAX_CHUNK_S = 60
+
+
+def chunk_frames(device: str, n_channels: int, sampling_frequency: float) -> int:
+    """Frames per engine chunk: 1 s on the CPU; on a GPU as many as a quarter of its free memory holds
+    (at most a minute), so a big card is kept busy and a small or shared one is not overrun."""
+    second = int(round(sampling_frequency))
+    if not device.startswith("cuda"):
+        return second
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    fits = free // 4 // (ENGINE_BYTES_PER_SAMPLE * max(1, n_channels))
+    return int(max(second, min(MAX_CHUNK_S * second, fits)))
+
+
 def recording_for_motion(ctx: StepContext):
     """The chain before drift correction, float32 uV: the engine's recording, or SpikeInterface's."""
     from containers.recording.chain import preprocess_for_motion

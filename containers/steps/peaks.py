@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from containers.runtime.stepping import StepContext
 from containers.steps.common import (
+    chunk_frames,
     drift_kwargs,
     fused_locations_file,
     prepro_file,
@@ -47,6 +48,9 @@ def fused_pass(ctx: StepContext, rec, detect: dict):
             rec,
             detect,
             localize,
+            chunk_size=chunk_frames(
+                ctx.settings.device, rec.get_num_channels(), rec.get_sampling_frequency()
+            ),
             device=ctx.settings.device,
             n_jobs=ctx.n_jobs,
             on_progress=lambda fraction: ctx.progress.update(100.0 * fraction),

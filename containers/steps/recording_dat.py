@@ -10,7 +10,7 @@ from spikeinterface.core import BaseRecording, write_binary_recording
 
 from containers.recording.chain import preprocess_full
 from containers.runtime.stepping import StepContext
-from containers.steps.common import cleaned_motion, kept_recording, with_engine
+from containers.steps.common import chunk_frames, cleaned_motion, kept_recording, with_engine
 from tasks.core.atomic import atomic_path
 from tasks.core.diskspace import (
     bytes_needed,
@@ -133,4 +133,5 @@ def run(ctx: StepContext) -> None:
 def write_recording_dat(chain, path: Path, n_jobs: int, on_progress) -> None:
     from containers.engine import write_recording_dat as write
 
-    write(chain, path, chunk_frames=int(chain.sampling_frequency), n_jobs=n_jobs, on_progress=on_progress)
+    frames = chunk_frames(chain.device, chain.num_channels, chain.sampling_frequency)
+    write(chain, path, chunk_frames=frames, n_jobs=n_jobs, on_progress=on_progress)
