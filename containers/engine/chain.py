@@ -80,18 +80,42 @@ class EngineChain:
     def process(self, block: Block) -> np.ndarray:
         """The chain on one block: (end - start, channels) numpy array in `dtype`."""
         with torch.inference_mode():
-            x = self._channels_first(block.raw)
-            window = Window(block.buffer_start, block.cut_left, block.cut_right)
-            if self._last_temporal < 0:
+            outputs = [self._process_piece(piece) for piece in self._pieces(block)]
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def _pieces(self, block: Block) -> list[Block]:
+        """The block, or, when a recording end cuts its margin, the `margin` frames next to that end apart.
+
+        Only those frames then take SpikeInterface's edge path (scipy's filtfilt, on a short buffer); the
+        rest has full margins and takes the FFT. The raw frames are views into the block's.
+        """
+        m, frames = self.margin, self.num_frames
+        bounds = [block.start]
+        if block.cut_left and block.start < m < block.end:
+            bounds.append(m)
+        if block.cut_right and bounds[-1] < frames - m < block.end:
+            bounds.append(frames - m)
+        bounds.append(block.end)
+        pieces = []
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            first, last = max(0, start - m), min(frames, end + m)
+            raw = block.raw[first - block.buffer_start : last - block.buffer_start]
+            pieces.append(Block(raw, start, end, first, start - m < 0, end + m > frames))
+        return pieces
+
+    def _process_piece(self, block: Block) -> np.ndarray:
+        x = self._channels_first(block.raw)
+        window = Window(block.buffer_start, block.cut_left, block.cut_right)
+        if self._last_temporal < 0:
+            x, window = self._trim(x, block)
+        for i, stage in enumerate(self.stages):
+            x = stage.apply(x, window)
+            if i == self._last_temporal:
+                # Everything after is pointwise in time: drop the margins now.
                 x, window = self._trim(x, block)
-            for i, stage in enumerate(self.stages):
-                x = stage.apply(x, window)
-                if i == self._last_temporal:
-                    # Everything after is pointwise in time: drop the margins now.
-                    x, window = self._trim(x, block)
-            out = to_int16(x) if self.dtype == "int16" else x
-            # Transposed in numpy: its strided copy is ~2x torch's on CPU (and int16 moves half the bytes).
-            return np.ascontiguousarray(out.cpu().numpy().T)
+        out = to_int16(x) if self.dtype == "int16" else x
+        # Transposed in numpy: its strided copy is ~2x torch's on CPU (and int16 moves half the bytes).
+        return np.ascontiguousarray(out.cpu().numpy().T)
 
     def compute(self, start: int, end: int) -> np.ndarray:
         return self.process(self.read(start, end))
