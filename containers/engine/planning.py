@@ -37,7 +37,6 @@ from containers.engine.stages import (
 
 DRIFT_STEP = "drift_correction"
 BAD_CHANNEL_STEPS = ("detect_bad_channels", "detect_and_remove_bad_channels")
-FLOAT_DTYPES = (None, "float32", np.float32)
 
 
 @dataclass

@@ -7,6 +7,7 @@ each side; the other stages are pointwise in time and run on the trimmed chunk.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,12 +42,14 @@ class _DeviceCache:
 
     def __init__(self) -> None:
         self._tensors: dict[tuple[str, str], torch.Tensor] = {}
+        self.lock = threading.Lock()  # chunks' time pieces run in threads
 
     def get(self, name: str, array: np.ndarray, device: torch.device) -> torch.Tensor:
         key = (name, str(device))
-        if key not in self._tensors:
-            self._tensors[key] = torch.as_tensor(array).to(device)
-        return self._tensors[key]
+        with self.lock:
+            if key not in self._tensors:
+                self._tensors[key] = torch.as_tensor(array).to(device)
+            return self._tensors[key]
 
 
 class Stage(ABC):
@@ -139,6 +142,10 @@ class TemporalStage(Stage):
         return kernels.spectral_apply(x, self._response(n, x.device), n)
 
     def _response(self, n: int, device: torch.device) -> torch.Tensor:
+        with self.cache.lock:
+            return self._cached_response(n, device)
+
+    def _cached_response(self, n: int, device: torch.device) -> torch.Tensor:
         key = (n, str(device))
         if key in self._responses:
             self._responses.move_to_end(key)
@@ -235,10 +242,11 @@ class AffineStage(Stage):
 
     def _transposed(self, b: int, device: torch.device) -> torch.Tensor:
         key = (b, str(device))
-        if key not in self._matrices:
-            matrix = np.asarray(self.matrix(b), dtype=np.float32)
-            self._matrices[key] = torch.from_numpy(np.ascontiguousarray(matrix.T)).to(device)
-            if len(self._matrices) > MATRIX_CACHE:
-                self._matrices.popitem(last=False)
-        self._matrices.move_to_end(key)
-        return self._matrices[key]
+        with self.cache.lock:
+            if key not in self._matrices:
+                matrix = np.asarray(self.matrix(b), dtype=np.float32)
+                self._matrices[key] = torch.from_numpy(np.ascontiguousarray(matrix.T)).to(device)
+                if len(self._matrices) > MATRIX_CACHE:
+                    self._matrices.popitem(last=False)
+            self._matrices.move_to_end(key)
+            return self._matrices[key]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from containers.engine.chain import EngineChain
 
@@ -26,14 +25,17 @@ def write_recording_dat(
     path: str | Path,
     *,
     chunk_frames: int = 30000,
-    n_jobs: int = 1,
+    n_jobs: int | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> None:
-    """Write the chain's whole output to `path` (int16, clipped and rounded; the chain must be int16)."""
+    """Write the chain's whole output to `path` (int16, clipped and rounded; the chain must be int16).
+
+    n_jobs: compute threads on CPU (default: the chain's own); on_progress(fraction written).
+    """
     if chain.dtype != "int16":
         raise ValueError("write_recording_dat: plan the chain with dtype='int16'")
-    if chain.torch_device.type == "cpu":
-        torch.set_num_threads(max(1, n_jobs))
+    if n_jobs is not None:
+        chain.n_jobs = max(1, n_jobs)
     starts = range(0, chain.num_frames, chunk_frames)
     blocks: queue.Queue = queue.Queue(QUEUE_DEPTH)
     outputs: queue.Queue = queue.Queue(QUEUE_DEPTH)
