@@ -31,7 +31,7 @@ HOURS_48 = 48 * 3600.0
 
 def worker(spec: dict) -> dict:
     """One measured case, in this (fresh) process."""
-    from containers.runtime import cap_threads_env
+    from tasks.core.threads import cap_threads_env
 
     cap_threads_env(spec["n_jobs"])
     import warnings
@@ -40,7 +40,7 @@ def worker(spec: dict) -> dict:
     import numpy as np
     import yaml
 
-    from containers.recording import SpikeGLXFileRecording
+    from containers.recording.chain import SpikeGLXFileRecording
 
     rec = SpikeGLXFileRecording(Path(spec["bin"]))
     steps = yaml.safe_load((REPO / "opts" / "sorting_chronic_df.yaml").read_text())["preprocessing"]
@@ -75,7 +75,7 @@ def motion_for(rec, np):
 def chain_si(spec, rec, steps, np) -> dict:
     from spikeinterface.core.job_tools import TimeSeriesChunkExecutor
 
-    from containers.recording import preprocess_for_motion
+    from containers.recording.chain import preprocess_for_motion
 
     si = preprocess_for_motion(rec, steps)
     executor = TimeSeriesChunkExecutor(
@@ -110,8 +110,8 @@ def chain_engine(spec, rec, steps, np) -> dict:
 def dat_si(spec, rec, steps, np) -> dict:
     from spikeinterface.core import write_binary_recording
 
-    from containers.recording import preprocess_full
-    from containers.recording_dat import as_int16
+    from containers.recording.chain import preprocess_full
+    from containers.steps.recording_dat import as_int16
 
     drift = next(s for s in steps if s["step_name"] == "drift_correction")["step_params"]
     made = []
@@ -210,7 +210,7 @@ def make_raw(folder: Path, duration: float) -> Path:
 
     from spikeinterface.generation import NoiseGeneratorRecording
 
-    from containers.sglx_writer import write_spikeglx_file
+    from containers.demo.sglx_writer import write_spikeglx_file
 
     source = NoiseGeneratorRecording(
         num_channels=CHANNELS,

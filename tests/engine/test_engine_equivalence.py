@@ -13,12 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from engine_fixtures import NP1_META, NP2_4SHANK_META, RATE, kept_pieces, write_sglx, zigzag_motion
 from spikeinterface.core import BaseRecording, write_binary_recording
 
 from containers.engine import plan_chain, plan_recording, write_recording_dat
-from containers.recording import preprocess_for_motion, preprocess_full
-from containers.recording_dat import as_int16
+from containers.recording.chain import preprocess_for_motion, preprocess_full
+from containers.steps.recording_dat import as_int16
+from tests.support.engine_fixtures import (
+    NP1_META,
+    NP2_4SHANK_META,
+    RATE,
+    kept_pieces,
+    write_sglx,
+    zigzag_motion,
+)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import numpy as np
 from spikeinterface.core import BaseRecording, concatenate_recordings
 from spikeinterface.core.motion import Motion
 
-from containers.recording import SpikeGLXFileRecording
+from containers.recording.chain import SpikeGLXFileRecording
 
 META_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "spikeglx-meta"
 NP1_META = META_DIR / "Noise_g0_t0.imec0.ap.meta"  # NP1.0 (type 0), 384 AP channels
