@@ -53,7 +53,7 @@ def engine_locations(ctx: StepContext, rec, found: np.ndarray, localize: dict) -
             found,
             localize,
             device=ctx.settings.device,
-            n_jobs=ctx.n_jobs,
+            n_jobs=1,  # the engine chain below already runs n_jobs threads; torch intra-op threads lose here
             on_progress=lambda fraction: ctx.progress.update(100.0 * fraction),
         )
     except Unsupported as err:

@@ -52,7 +52,7 @@ def fused_pass(ctx: StepContext, rec, detect: dict):
                 ctx.settings.device, rec.get_num_channels(), rec.get_sampling_frequency()
             ),
             device=ctx.settings.device,
-            n_jobs=ctx.n_jobs,
+            n_jobs=1,  # the engine chain below already runs n_jobs threads; torch intra-op threads lose here
             on_progress=lambda fraction: ctx.progress.update(100.0 * fraction),
         )
     except Unsupported as err:
