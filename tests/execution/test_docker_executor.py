@@ -20,7 +20,7 @@ import pytest
 from tasks.core.layout import SortingDir
 from tasks.core.manifest import read_manifest, status
 from tasks.steps.registry import PREPRO_STEPS, STEPS
-from tests.support.pipeline_world import REPO, copy_sorting, wait_until
+from tests.support.pipeline_world import EXPERIMENT, REPO, SUBJECT, copy_sorting, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -188,25 +188,35 @@ def test_ks25_build_refuses_in_one_line_without_the_matlab_compiled_base(capsys)
     assert "ks2_5-matlab-base-absent" in err and "Dockerfile.ks25" in err
 
 
-def test_the_container_gets_the_hosts_disk_reserve(si_image, first_run, demo_world, tmp_path, monkeypatch):
+def test_the_container_gets_the_hosts_disk_reserve(si_image, first_run, tmp_path, monkeypatch):
     """[wisc] disk_reserve_gb reaches the step in its container as a flag (it has no luigi.cfg): a reserve
     larger than any disk makes the container's preflight refuse before recording.dat is written."""
-    local, opts = first_run
-    sorting = demo_world.sorting(tmp_path)
-    copy_sorting(local, sorting)
+    from tasks.execution.docker import DockerExecutor
+    from tasks.execution.executors import StepFailed
+
+    sorting = SortingDir(tmp_path / "sorting.imec0")
+    copy_sorting(first_run[0], sorting)
     monkeypatch.setenv("WISC_DISK_RESERVE_GB", str(10**9))
-    assert demo_world.run(tmp_path, "--executor", "docker") != 0
+    with pytest.raises(StepFailed):
+        DockerExecutor().run("recording_dat", sorting, 1)
     log = sorting.log("recording_dat").read_text()
     assert "needs" in log and "(reserve " in log, log[-2000:]
     assert not sorting.path(STEPS["recording_dat"].outputs[0]).exists()
 
 
 def test_the_container_gets_the_curation_override(si_image, sorted_run, demo_world, tmp_path):
-    """--allow-uncurated reaches the step in its container (the gate runs there again): uncurated units
-    pass."""
-    from tests.support.postpro_world import postpro, setup_world
+    """--allow-uncurated reaches the step in its container, where the curation gate runs again: without
+    the flag the container refuses the uncurated sort, with it the set is computed."""
+    from tasks.execution.docker import DockerExecutor
+    from tasks.execution.executors import StepFailed, step_flags
+    from tasks.steps.postpro import setup_postpro
+    from tests.support.postpro_world import setup_world
 
     sorting, opts_path = setup_world(demo_world, sorted_run, tmp_path)
-    assert postpro(demo_world, tmp_path, opts_path, "--executor", "docker") == 2  # the host's gate refuses
-    assert postpro(demo_world, tmp_path, opts_path, "--executor", "docker", "--allow-uncurated") == 0
-    assert (sorting.root / opts_path.stem / "metrics.csv").exists()
+    hypnogram = tmp_path / "hyp" / EXPERIMENT / SUBJECT / "hypnogram.htsv"  # written by setup_world
+    pset = setup_postpro(sorting, opts_path, hypnogram=hypnogram).pset
+    with pytest.raises(StepFailed):
+        DockerExecutor().run(pset.step, sorting, 1, flags=step_flags())
+    assert "lack a group" in sorting.log(pset.step).read_text()
+    DockerExecutor().run(pset.step, sorting, 1, flags=step_flags(allow_uncurated=True))
+    assert (pset.folder / "metrics.csv").exists()
