@@ -143,6 +143,8 @@ def progress_from_log(progress: ProgressFile, params: dict) -> Iterator[Kilosort
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logger = logging.getLogger("kilosort")
+    level = logger.level
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))  # Kilosort's stages are INFO lines
     logger.addHandler(handler)
     logger.addHandler(console)
     progress.update = handler.bar  # type: ignore[method-assign]  # tqdm's hook calls progress.update
@@ -152,6 +154,7 @@ def progress_from_log(progress: ProgressFile, params: dict) -> Iterator[Kilosort
         del progress.update  # the class's method again
         for added in (handler, console):
             logger.removeHandler(added)
+        logger.setLevel(level)
 
 
 def cpu_note(duration_s: float, num_channels: int, params: dict) -> str:

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 
 
-def open_in_phy(sorter_output: Path, raw: bool = True) -> dict:
+def open_in_phy(sorter_output: Path, raw: bool = True, curated: bool = False) -> dict:
     """Load `sorter_output/params.py` with phylib and check what phy's template GUI shows; a summary back.
 
     Checked: the spikes and clusters are the folder's own, every cluster has channels and a template,
     amplitudes and PC features load for its spikes, the sorter's label (cluster_KSLabel.tsv) covers every
-    cluster while phy's curation column (`group`) is absent, and, when `raw`, `dat_path` reaches
+    cluster, phy's curation column (`group`) covers them when `curated` and is absent (never written by a
+    sort) otherwise, and, when `raw`, `dat_path` reaches
     recording.dat (the traces phy shows are its int16 values) and waveforms come from it.
     """
     from phylib.io.model import load_model
@@ -29,7 +30,10 @@ def open_in_phy(sorter_output: Path, raw: bool = True) -> dict:
         assert model.features is not None, "no PC features (pc_features.npy)"
         labels = model.metadata.get("KSLabel", {})
         assert set(labels) >= set(model.cluster_ids.tolist()), "cluster_KSLabel.tsv misses clusters"
-        assert "group" not in model.metadata, "phy's curation column came from the sort"
+        if curated:
+            assert set(model.metadata["group"]) >= set(model.cluster_ids.tolist())
+        else:
+            assert "group" not in model.metadata, "phy's curation column came from the sort"
         for cluster in model.cluster_ids:
             _check_cluster(model, int(cluster), raw)
         if raw:
