@@ -164,3 +164,12 @@ def cpu_note(duration_s: float, num_channels: int, params: dict) -> str:
         f"kilosort4 on the CPU: about {format_hours(seconds / 3600)} for {format_hours(duration_s / 3600)} "
         f"of {num_channels} channels (measured on 2 cores; a GPU takes minutes)"
     )
+
+
+def demo_plan(duration_s: float, num_channels: int, params: dict) -> str:
+    """What `wisc-sort demo --sorter kilosort4` says before it starts: the GPU, or how long on the CPU."""
+    import torch
+
+    if params.get("torch_device", "auto") != "cpu" and torch.cuda.is_available():
+        return f"kilosort4 on the GPU ({torch.cuda.get_device_name(0)}): minutes at most"
+    return cpu_note(duration_s, num_channels, params)

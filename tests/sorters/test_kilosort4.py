@@ -87,7 +87,9 @@ def test_kilosort_log_drives_the_progress_line(tmp_path):
     assert "update" not in vars(progress)  # the ProgressFile's own method again
 
 
-def test_cpu_estimate_grows_with_channels_and_kilosorts_drift_pass():
+def test_cpu_estimate_grows_with_channels_and_kilosorts_drift_pass(cuda):
+    cuda(False)
+    assert kilosort4.demo_plan(120.0, 384, {}) == kilosort4.cpu_note(120.0, 384, {})
     per_second = kilosort4.cpu_seconds(1.0, 384)
     assert kilosort4.cpu_seconds(10.0, 384) == pytest.approx(10 * per_second)
     assert kilosort4.cpu_seconds(1.0, 32) < per_second < kilosort4.cpu_seconds(1.0, 384, True)

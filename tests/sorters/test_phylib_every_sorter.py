@@ -72,3 +72,9 @@ def test_sorter_output_opens_in_phylib_before_and_after_finalize(
     assert (after_dir / "recording.dat").is_file() == keep_dat
     after = open_in_phy(after_dir, raw=keep_dat, curated=True)
     assert after == {**before, "raw": keep_dat}
+
+
+def test_wisc_sort_output_opens_in_phylib(sorted_run):
+    """The demo world sorted by `wisc-sort sort` (recording_dat's file, the sort step's params.py)."""
+    summary = open_in_phy(sorted_run.sorter_output)
+    assert summary["raw"] and len(summary["clusters"]) > 5
