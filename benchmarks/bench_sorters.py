@@ -6,7 +6,7 @@ own chain (containers.recording) from the options file, in a fresh process whose
 The recording is the demo world's generator (25 um zigzag drift, NP1.0 geometry) on fewer channels, so that
 Kilosort 4 on the CPU ends in minutes.
 
-    .venv/bin/python benchmarks/bench_sorters.py [--duration 40] [--channels 64] [--units 24]
+    .venv/bin/python benchmarks/bench_sorters.py [--duration 30] [--channels 32] [--units 12]
         [--sorters tridesclous2,spykingcircus2,lupin,kilosort4] [--device cpu|cuda] [--work DIR]
 """
 
@@ -169,9 +169,9 @@ def ks4_params(nblocks: int, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=40.0)
-    parser.add_argument("--channels", type=int, default=64)
-    parser.add_argument("--units", type=int, default=24)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--units", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sorters", default=",".join(SORTERS))
     parser.add_argument("--device", default="cpu", help="Kilosort 4's torch_device (cuda on a GPU machine)")

@@ -77,7 +77,7 @@ def test_kilosort2_5_output_validated_installed_and_opened_in_phylib(ks25_sorted
     assert manifest["sorter_name"] == "kilosort2_5" and manifest["sorter_version"] == "compiled"
     assert np.load(out / "spike_times.npy").dtype == np.uint64 and np.load(out / "amplitudes.npy").ndim == 2
     assert not (out / "cluster_group.tsv").exists()  # Kilosort's copy of its labels is not phy's curation
-    assert (out / "cluster_KSLabel.tsv").read_text().startswith("cluster_id\tKSLabel\r\n")
+    assert (out / "cluster_KSLabel.tsv").read_bytes().startswith(b"cluster_id\tKSLabel\r\n")  # MATLAB CRLF
     assert read_params(out / "params.py")["dat_path"] == "recording.dat"  # ours, relative: not fproc
     summary = open_in_phy(out)
     assert summary["n_spikes"] == manifest["n_spikes"] and len(summary["clusters"]) == manifest["n_units"]
