@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
 import pytest
 import yaml
 from pipeline_world import REPO, World, write_options
 from test_postpro import postpro, setup_world
 
-from containers.ground_truth import compare_to_ground_truth, read_demo_ground_truth
+from containers.ground_truth import (
+    ACCURACY_GOOD,
+    SNR_MIN,
+    compare_to_ground_truth,
+    read_demo_ground_truth,
+)
 from containers.runtime import ProgressFile
 from containers.sorters import kilosort4
 from sorters.phy_open import open_in_phy
@@ -148,4 +152,5 @@ def test_kilosort4_sorts_on_the_cpu_end_to_end(ks4_world, tmp_path, capsys):
     table, line = compare_to_ground_truth(out, frames, units, rate, snr)
     print(f"kilosort4 on the CPU, {frames.max() / rate:.1f} s of 384 channels: {line}")
     print(table.round(2).to_string())
-    assert np.isfinite(table["accuracy"]).all()
+    found = int(((table["accuracy"] >= ACCURACY_GOOD) & (table["snr"] > SNR_MIN)).sum())
+    assert found >= 3, table  # measured: 5 of 9 (seed 2, 6.9 s, templates every 80 um)
