@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs the step programs' Python environment into /opt/venv while an image builds (both Dockerfiles).
 #   image_setup.sh deps TORCH     the dependencies of pyproject.toml (light + [si]) under constraints.txt,
-#                                 and TORCH: cuda (PyPI's torch + kilosort4), cpu (torch from the wheel
-#                                 folder + kilosort4) or none
+#                                 and TORCH: cuda (PyPI's torch + kilosort4: the [ks4] extra), cpu (the same,
+#                                 torch from the wheel folder) or none
 #   image_setup.sh project DIR    this project itself, without touching the dependencies
 # /build-extras holds ca.crt (the build host's CA bundle, if any), wheels/ and constraints.txt.
 set -eu
@@ -22,6 +22,9 @@ project = tomllib.load(open("/build-extras/pyproject.toml", "rb"))["project"]
 # torch comes with the variant below (cuda, cpu from the wheel folder, or none)
 print("\n".join(r for r in project["dependencies"] + project["optional-dependencies"]["si"] if not r.startswith("torch")))')
     echo "$requirements" > "$extras/requirements.txt"
+    ks4=$(/opt/venv/bin/python -c '
+import tomllib
+print(" ".join(tomllib.load(open("/build-extras/pyproject.toml", "rb"))["project"]["optional-dependencies"]["ks4"]))')
     $pip -r "$extras/requirements.txt" "setuptools>=68"  # to install the project without build isolation
     case "$2" in
     none) ;;
@@ -30,8 +33,8 @@ print("\n".join(r for r in project["dependencies"] + project["optional-dependenc
             echo "TORCH=cpu needs a CPU torch wheel in the wheel folder (wisc-sort images build --wheels DIR)" >&2
             exit 1
         fi
-        $pip torch kilosort ;;
-    cuda) $pip torch kilosort ;;
+        $pip $ks4 ;;
+    cuda) $pip $ks4 ;;
     *) echo "image_setup.sh deps: TORCH must be cuda, cpu or none, not '$2'" >&2; exit 2 ;;
     esac ;;
 project)

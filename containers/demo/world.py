@@ -129,13 +129,14 @@ class CorrelatedNoiseRecording(BaseRecording):
 
 
 def _generate(
-    duration_s: float, num_units: int, seed: int
+    duration_s: float, num_units: int, seed: int, probe: Probe | None = None
 ) -> tuple[BaseRecording, BaseSorting, dict, np.ndarray]:
-    """One continuous drifting NP1.0 recording (float uV), its sorting, the generator's extras, noise RMS."""
+    """One continuous drifting NP1.0 recording (float uV; or on `probe`, e.g. fewer channels for a CPU
+    benchmark), its sorting, the generator's extras, noise RMS."""
     from spikeinterface.generation import generate_drifting_recording
     from spikeinterface.generation.drift_tools import InjectDriftingTemplatesRecording
 
-    probe = np1_probe(SAMPLING_RATE)
+    probe = np1_probe(SAMPLING_RATE) if probe is None else probe
     half = DRIFT_UM / 2
     # At least a minute per zigzag: drift slower than the motion bins (10 s), as on a real probe.
     period_s = max(duration_s / 2, DRIFT_MIN_PERIOD_S)

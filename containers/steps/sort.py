@@ -143,10 +143,9 @@ def _sorter_params(name: str, ctx: StepContext) -> tuple[dict, str]:
     params["n_jobs"] = ctx.n_jobs  # only used should SpikeInterface copy the recording; it does not here
     cuda = _cuda_device()
     if name == "kilosort4":
-        if params.get("torch_device", "auto") == "auto":
-            params["torch_device"] = "cuda" if cuda is not None else "cpu"
-        device = params["torch_device"]
-        return params, f"cuda:{cuda}" if device == "cuda" and cuda is not None else device
+        from containers.sorters import kilosort4
+
+        return kilosort4.sorter_params(params, cuda)
     return params, f"cuda:{cuda}" if cuda is not None else "cuda"
 
 
@@ -201,7 +200,7 @@ def sorter_class(name: str):
     return _kilosort2_5_in_place() if name == "kilosort2_5" else sorter_dict[name]
 
 
-def _run_sorter(sorter, recording, folder: Path, params: dict) -> None:
+def _run_sorter(sorter, recording, folder: Path, params: dict, verbose: bool = True) -> None:
     """spikeinterface.sorters.run_sorter_local's sequence, so that a subclass (Kilosort 2.5) can run too.
 
     `folder` is our own working folder: the Kilosort wrappers delete `<folder>/sorter_output/recording.dat`
@@ -209,8 +208,8 @@ def _run_sorter(sorter, recording, folder: Path, params: dict) -> None:
     """
     folder = sorter.initialize_folder(recording, folder, True, True)
     sorter.set_params_to_folder(recording, folder, params, True)
-    sorter.setup_recording(recording, folder, verbose=True)
-    sorter.run_from_folder(folder, True, True)
+    sorter.setup_recording(recording, folder, verbose=verbose)
+    sorter.run_from_folder(folder, True, verbose)
 
 
 def _export_phy(sorter, run_dir: Path, recording, phy_dir: Path, job_kwargs: dict) -> None:
@@ -306,7 +305,15 @@ def run(ctx: StepContext) -> None:
     )
 
     started = time.monotonic()
-    _run_sorter(sorter, recording, run_dir, params)
+    if name == "kilosort4":  # Kilosort's log drives the progress; its verbose mode costs time
+        from containers.sorters import kilosort4
+
+        if device == "cpu":
+            warn(kilosort4.cpu_note(info.num_samples / info.sampling_frequency, info.num_channels, params))
+        with kilosort4.progress_from_log(ctx.progress, params):
+            _run_sorter(sorter, recording, run_dir, params, verbose=False)
+    else:
+        _run_sorter(sorter, recording, run_dir, params)
     sorter_s = time.monotonic() - started
     if name in SI_SORTERS:
         phy_dir = run_dir / "phy"

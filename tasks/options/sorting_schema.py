@@ -100,7 +100,7 @@ _TDC = """apply_preprocessing:b preprocessing_dict:m? apply_motion_correction:b 
     clustering_recursive_depth:n ms_before:n ms_after:n template_sparsify_threshold:n template_min_snr_ptp:n
     template_max_jitter_ms:n min_firing_rate:n gather_mode:s job_kwargs:m seed:n? save_array:b debug:b"""
 # get_default_sorter_params(name) of SpikeInterface 0.105.3; kilosort4's own keys (from batch_size on)
-# come from kilosort.parameters (Kilosort 4.x), which SpikeInterface reads only when kilosort is installed.
+# come from kilosort.parameters (Kilosort 4.1.7, the [ks4] pin), read by SpikeInterface when it is installed.
 SORTER_PARAMS: dict[str, dict[str, str]] = {
     "kilosort2_5": _spec(f"""detect_threshold:n projection_threshold:l preclust_threshold:n whiteningRange:n
         momentum:l car:b minFR:n minfr_goodchannels:n nblocks:n sig:n freq_min:n sigmaMask:n lam:n nPCs:n
@@ -113,9 +113,9 @@ SORTER_PARAMS: dict[str, dict[str, str]] = {
         batch_size:n nblocks:n Th_universal:n Th_learned:n nt:n shift:n? scale:n? artifact_threshold:n nskip:n
         whitening_range:n highpass_cutoff:n binning_depth:n sig_interp:n drift_smoothing:l nt0min:n? dmin:n?
         dminx:n min_template_size:n template_sizes:n nearest_chans:n nearest_templates:n
-        max_channel_distance:n? max_peels:n templates_from_data:b loc_range:l long_range:l n_templates:n
-        n_pcs:n Th_single_ch:n acg_threshold:n ccg_threshold:n cluster_downsampling:n x_centers:n?
-        duplicate_spike_ms:n"""),
+        max_channel_distance:n? max_peels:n templates_from_data:b n_templates:n n_pcs:n Th_single_ch:n
+        acg_threshold:n ccg_threshold:n cluster_neighbors:n cluster_downsampling:n max_cluster_subset:n?
+        x_centers:n? cluster_init_seed:n duplicate_spike_ms:n position_limit:n batch_downsampling:n"""),
     "tridesclous2": _spec(_TDC),
     "lupin": _spec(f"{_TDC} whitening_radius_um:n template_matching_engine:s"),
     "spykingcircus2": _spec("""general:m filtering:m whitening:m detection:m selection:m
