@@ -1,8 +1,9 @@
 """Every sorter on one generated drifting recording (time, x real time, units found, peak memory), and which
 drift correction Kilosort 4 should get: ours with its nblocks 0, its own (nblocks 1) on raw data, or none.
 
-Each sort is the pipeline's own sort step (containers.sorting.sort) on a recording.dat made by the pipeline's
-own chain (containers.recording) from the options file, in a fresh process whose tree's memory is sampled.
+Each sort is the pipeline's own sort step (containers.steps.sort) on a recording.dat made by the
+pipeline's own chain (containers.recording.chain) from the options file, in a fresh process whose tree's
+memory is sampled.
 The recording is the demo world's generator (25 um zigzag drift, NP1.0 geometry) on fewer channels, so that
 Kilosort 4 on the CPU ends in minutes.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from common import PYTHON, REPO, load_average, machine_lines, md_table, write_result
 
-from containers.runtime import cap_threads_env
+from tasks.core.threads import cap_threads_env
 
 KS4_OPTS = REPO / "opts" / "sorting_ks4_acute.yaml"
 SORTERS = ("tridesclous2", "spykingcircus2", "lupin", "kilosort4")
@@ -39,8 +40,8 @@ def generate(folder: Path, duration_s: float, channels: int, units: int, seed: i
     import numpy as np
     import pandas as pd
 
-    from containers.demo_world import SAMPLING_RATE, _generate
-    from containers.sglx_writer import np1_probe
+    from containers.demo.sglx_writer import np1_probe
+    from containers.demo.world import SAMPLING_RATE, _generate
 
     full = np1_probe(SAMPLING_RATE)
     probe = full.get_slice(np.arange(channels))
@@ -66,15 +67,15 @@ def write_sorting_dir(root: Path, recording, correct_motion: bool) -> Path:
     import yaml
     from spikeinterface.core import write_binary_recording
 
-    from containers.motion import (
+    from containers.motion.stages import (
         clean_motion_stage,
         detect_peaks_stage,
         estimate_motion_stage,
         localize_peaks_stage,
     )
-    from containers.recording import preprocess_for_motion, preprocess_full, split_chain
-    from containers.recording_dat import as_int16
-    from tasks.layout import SortingDir
+    from containers.recording.chain import preprocess_for_motion, preprocess_full, split_chain
+    from containers.steps.recording_dat import as_int16
+    from tasks.core.layout import SortingDir
 
     steps = yaml.safe_load(KS4_OPTS.read_text())["preprocessing"]
     steps = [s for s in steps if s["step_name"] != "phase_shift"]  # generated data: no ADC sample shifts
@@ -109,15 +110,18 @@ def write_sorting_dir(root: Path, recording, correct_motion: bool) -> Path:
 def sort_one(root: Path, sorter: str, params: dict) -> None:
     """In the child process: the pipeline's sort step on `root` (its result in the sort's extra, printed)."""
     cap_threads_env(N_JOBS)
-    from containers.runtime import ProgressFile, cap_threads_runtime
-    from containers.sorting import sort
-    from containers.stepping import StepContext
-    from tasks.layout import SortingDir
+    from containers.runtime.progress import ProgressFile
+    from containers.runtime.stepping import StepContext, StepSettings
+    from containers.runtime.threads import cap_threads_runtime
+    from containers.steps.sort import run as sort
+    from tasks.core.layout import SortingDir
 
     cap_threads_runtime(N_JOBS)
     sorting = SortingDir(root)
     opts = {"preprocessing": [], "sorting": {"sorter_name": sorter, "sorter_params": params}}
-    ctx = StepContext(sorting, opts, N_JOBS, ProgressFile(sorting.progress("sort"), "sort"))
+    ctx = StepContext(
+        sorting, opts, StepSettings(n_jobs=N_JOBS), ProgressFile(sorting.progress("sort"), "sort")
+    )
     sort(ctx)
     print("RESULT " + json.dumps(ctx.extra))
 
@@ -149,8 +153,8 @@ def score(root: Path, truth_dir: Path, rate: float) -> tuple[int, int]:
     import numpy as np
     import pandas as pd
 
-    from containers.ground_truth import ACCURACY_GOOD, SNR_MIN, compare_to_ground_truth
-    from tasks.layout import SortingDir
+    from containers.demo.ground_truth import ACCURACY_GOOD, SNR_MIN, compare_to_ground_truth
+    from tasks.core.layout import SortingDir
 
     with np.load(truth_dir / "truth.npz") as truth:
         frames, units = truth["frames"], truth["units"]

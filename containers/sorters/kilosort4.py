@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from containers.runtime import ProgressFile, format_hours
-from tasks.errors import UserError
+from containers.runtime.progress import ProgressFile, format_hours
+from tasks.core.errors import UserError
 
 WHERE = "opts.yaml sorting.sorter_params"
 # Measured on generated data (benchmarks/results/sorters.md; 2 cores, Kilosort 4.1.7, torch 2.13 CPU):

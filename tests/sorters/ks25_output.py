@@ -26,8 +26,8 @@ def install_fake(bin_dir: Path, truth: Path, capture: Path) -> None:
     script.write_text(
         f"#!{sys.executable}\n"
         "import sys\n"
-        f"sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
-        "from sorters.ks25_output import fake_kilosort2_5\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
+        "from tests.sorters.ks25_output import fake_kilosort2_5\n"
         f"fake_kilosort2_5(sys.argv[1], {str(truth)!r}, {str(capture)!r})\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)

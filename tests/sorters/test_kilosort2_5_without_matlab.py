@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from pipeline_world import REPO, copy_sorting
 from probeinterface import read_probeinterface
-from test_postpro import postpro, setup_world
-
 from sorters.ks25_output import install_fake, load_mat
 from sorters.phy_open import open_in_phy
-from tasks.manifest import read_manifest
-from tasks.postpro_steps import PostproSet
-from tasks.sort_validation import read_params
+from test_postpro import postpro, setup_world
+
+from tasks.core.manifest import read_manifest
+from tasks.phy.validation import read_params
+from tasks.steps.postpro_stages import PostproSet
+from tests.support.pipeline_world import REPO, copy_sorting
 
 pytestmark = pytest.mark.slow
 LAB_OPTS = REPO / "opts" / "sorting_acute_df.yaml"

@@ -8,21 +8,21 @@ import logging
 
 import pytest
 import yaml
-from pipeline_world import REPO, World, write_options
+from sorters.phy_open import open_in_phy
 from test_postpro import postpro, setup_world
 
-from containers.ground_truth import (
+from containers.demo.ground_truth import (
     ACCURACY_GOOD,
     SNR_MIN,
     compare_to_ground_truth,
     read_demo_ground_truth,
 )
-from containers.runtime import ProgressFile
+from containers.runtime.progress import ProgressFile
 from containers.sorters import kilosort4
-from sorters.phy_open import open_in_phy
-from tasks.errors import UserError
-from tasks.manifest import read_manifest
-from tasks.sort_validation import validate_sorter_output
+from tasks.core.errors import UserError
+from tasks.core.manifest import read_manifest
+from tasks.phy.validation import validate_sorter_output
+from tests.support.pipeline_world import REPO, World, write_options
 
 KS4_OPTS = REPO / "opts" / "sorting_ks4_acute.yaml"
 
@@ -117,7 +117,7 @@ def cheap_ks4_options() -> dict:
 
 @pytest.fixture(scope="module")
 def ks4_world(tmp_path_factory) -> World:
-    from containers.demo_world import write_demo_world
+    from containers.demo.world import write_demo_world
 
     folder = tmp_path_factory.mktemp("ks4_world")
     write_demo_world(folder, duration_s=8.0, num_units=12, seed=2, flat_s=1.0)

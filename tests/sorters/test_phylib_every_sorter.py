@@ -8,15 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from finalize_world import build_sorting, make_world
-from test_sorting import _make_sorting_dir
-
-from containers.sorting import sort
 from sorters.phy_open import open_in_phy
-from tasks.cli import main
-from tasks.diskspace import RESERVE_ENV
-from tasks.manifest import now, write_manifest
-from tasks.steps import expected
+
+from containers.steps.sort import run as sort
+from tasks.commands.cli import main
+from tasks.core.manifest import now, write_manifest
+from tasks.steps.registry import expected
+from tests.containers.test_sorting import _make_sorting_dir
+from tests.support.finalize_world import build_sorting, make_world
 
 pytestmark = pytest.mark.slow
 SORTERS = {  # sorter -> (seconds of the 32-channel recording, sorter_params)
@@ -44,7 +43,7 @@ def sorted_dir(request, tmp_path_factory) -> Path:
 def finalized(tmp_path: Path, sorter_output: Path, keep_dat: bool, monkeypatch, capsys) -> Path:
     """`sorter_output` in a finished, curated sorting tree (finalize_world), moved home by `wisc-sort
     finalize`; the destination's sorter_output."""
-    monkeypatch.setenv(RESERVE_ENV, "0")
+    monkeypatch.setenv("WISC_DISK_RESERVE_GB", "0")
     world = make_world(tmp_path / "cfg", tmp_path / "ssd", tmp_path / "shared")
     source = world.source()
     build_sorting(source)
