@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tasks.inputs.resolve.segments import read_segments
 
-from containers.runtime.progress.stepping import StepContext
+from containers.runtime.stepping import StepContext
 from tasks.core.atomic import TMP_MARK, atomic_path, fsync_dir
 from tasks.core.errors import UserError, warn
 from tasks.core.layout import SortingDir
+from tasks.inputs.segments import read_segments
 from tasks.phy.validation import validate_sorter_output
 from tasks.steps.registry import CURATION_FILES
 

@@ -91,12 +91,15 @@ def test_old_format_translates_to_the_new_defaults(kind: str) -> None:
     new = O.load_sorting_options(OPTS / f"sorting_{kind}_df.yaml")
     # Everything but the (kept, ignored) sorter_path says the same as the shipped new-format file.
     # The new files also fix the whitening seed (the old fork drew random chunks on every run) and set
-    # Kilosort v2.5.2's batch NT = 64*1024 - ntbuff (the fix for spike holes at batch edges).
+    # Kilosort v2.5.2's batch NT = 64*1024 - ntbuff (the fix for spike holes at batch edges), and compute the
+    # chain with the torch engine (an old file, without the key, keeps SpikeInterface's chain).
     assert O.diff_options(old.data, new.data) == [
         "preprocessing[4].step_params.seed",
         "sorting.sorter_path",
         "sorting.sorter_params.NT",
+        "engine",
     ]
+    assert "engine" not in old.data and new.data["engine"] == "torch"
     assert "drift_correction.motion_params.bin_duration_s -> estimate_motion_kwargs.bin_s" in old.translations
     assert (
         "drift_correction.motion_params.win_sigma_um -> estimate_motion_kwargs.win_scale_um"
@@ -290,7 +293,7 @@ def test_diff_and_dump() -> None:
     assert O.diff_options(a, b)[0] == "preprocessing"
     text = O.dump_options(a)
     assert yaml.safe_load(text) == a
-    assert list(yaml.safe_load(text)) == ["preprocessing", "sorting"]
+    assert list(yaml.safe_load(text)) == ["engine", "preprocessing", "sorting"]
     assert O.drift_params({"preprocessing": [{"step_name": "whiten"}], "sorting": {}}) is None
 
 

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import yaml
 from probeinterface import read_probeinterface
-from sorters.ks25_output import install_fake, load_mat
-from sorters.phy_open import open_in_phy
-from test_postpro import postpro, setup_world
 
 from tasks.core.manifest import read_manifest
 from tasks.phy.validation import read_params
 from tasks.steps.postpro_stages import PostproSet
+from tests.sorters.ks25_output import install_fake, load_mat
+from tests.sorters.phy_open import open_in_phy
 from tests.support.pipeline_world import REPO, copy_sorting
+from tests.support.postpro_world import postpro, setup_world
 
 pytestmark = pytest.mark.slow
 LAB_OPTS = REPO / "opts" / "sorting_acute_df.yaml"

@@ -8,8 +8,6 @@ import logging
 
 import pytest
 import yaml
-from sorters.phy_open import open_in_phy
-from test_postpro import postpro, setup_world
 
 from containers.demo.ground_truth import (
     ACCURACY_GOOD,
@@ -22,7 +20,9 @@ from containers.sorters import kilosort4
 from tasks.core.errors import UserError
 from tasks.core.manifest import read_manifest
 from tasks.phy.validation import validate_sorter_output
+from tests.sorters.phy_open import open_in_phy
 from tests.support.pipeline_world import REPO, World, write_options
+from tests.support.postpro_world import postpro, setup_world
 
 KS4_OPTS = REPO / "opts" / "sorting_ks4_acute.yaml"
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sorters.phy_open import open_in_phy
 
 from containers.steps.sort import run as sort
 from tasks.commands.cli import main
 from tasks.core.manifest import now, write_manifest
 from tasks.steps.registry import expected
 from tests.containers.test_sorting import _make_sorting_dir
+from tests.sorters.phy_open import open_in_phy
 from tests.support.finalize_world import build_sorting, make_world
 
 pytestmark = pytest.mark.slow
