@@ -1,6 +1,7 @@
 """The demo's compute as programs the planning layer runs: `python -m containers.demo write|report ...`.
 
 `write FOLDER --duration S [--overwrite]` generates the demo world (or says it reuses it);
+`plan FOLDER OPTS` says where and how long a Kilosort 4 sort runs;
 `report FOLDER SORTING_DIR` prints the cleaned motion's error and the sort's accuracy against the truth.
 """
 
@@ -43,6 +44,19 @@ def report(folder: Path, sorting_dir: Path) -> None:
     print(f"sorting ({sorter}) vs ground truth: {summary}")
 
 
+def plan(folder: Path, opts_path: Path) -> None:
+    """Say, before a long sort starts, where Kilosort 4 will run and how long it takes on a CPU."""
+    import numpy as np
+    import yaml
+
+    from containers.sorters import kilosort4
+
+    with np.load(folder / "ground_truth" / "sorting.npz") as truth:
+        seconds = int(truth["num_samples"]) / float(truth["sampling_frequency"])
+    params = yaml.safe_load(opts_path.read_text())["sorting"].get("sorter_params") or {}
+    print(kilosort4.demo_plan(seconds, 384, params))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m containers.demo", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
@@ -53,10 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report")
     r.add_argument("folder", type=Path)
     r.add_argument("sorting_dir", type=Path)
+    p = sub.add_parser("plan")
+    p.add_argument("folder", type=Path)
+    p.add_argument("opts", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.action == "write":
             write(args.folder, args.duration, args.overwrite)
+        elif args.action == "plan":
+            plan(args.folder, args.opts)
         else:
             report(args.folder, args.sorting_dir)
     except UserError as err:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from tasks.core.errors import UserError, WiscWarning
 
+DEMO_SORTERS = ("tridesclous2", "kilosort4")  # the first is the default
+
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse prints usage + message; users get one line
@@ -119,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--folder", type=Path, default=Path("demo"))
     demo.add_argument("--duration", type=float, default=120.0, help="seconds of generated recording")
     demo.add_argument("--overwrite", action="store_true", help="regenerate the demo world")
+    demo.add_argument(
+        "--sorter",
+        choices=DEMO_SORTERS,
+        default=DEMO_SORTERS[0],
+        help="tridesclous2 (CPU, minutes) or kilosort4 (GPU; on a CPU it says how long first)",
+    )
     _add_run(demo)
     demo.set_defaults(n_jobs=min(os.cpu_count() or 1, 4))
     _add_finalize(sub)
