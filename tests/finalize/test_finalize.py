@@ -288,6 +288,6 @@ def test_finalize_in_place_when_already_home(one_drive, capsys) -> None:
 
 
 def test_luigi_knows_the_finalize_task() -> None:
-    code = "import tasks; from luigi.task_register import Register; print(sorted(Register.task_names()))"
+    code = "import tasks.dag; from luigi.task_register import Register; print(sorted(Register.task_names()))"
     names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "'Finalize'" in names
