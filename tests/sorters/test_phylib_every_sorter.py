@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from finalize_world import build_sorting, make_world
+from finalize_world import POSTPRO, build_sorting, make_world
 from test_sorting import _make_sorting_dir
 
 from containers.sorting import sort
@@ -16,6 +16,7 @@ from sorters.phy_open import open_in_phy
 from tasks.cli import main
 from tasks.diskspace import RESERVE_ENV
 from tasks.manifest import now, write_manifest
+from tasks.postpro_steps import PostproSet, expected_stages, write_stage_manifest
 from tasks.steps import expected
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,9 @@ def finalized(tmp_path: Path, sorter_output: Path, keep_dat: bool, monkeypatch, 
     (source.sorter_output / "cluster_info.tsv").write_text("cluster_id\tgroup\n" + rows)
     for step in ("recording_dat", "sort"):  # the real files now: their manifests record them
         write_manifest(source, expected(source, step), now())
+    pset = PostproSet(source, POSTPRO)  # and the curation: postprocessing saw it
+    for stage in expected_stages(pset).values():
+        write_stage_manifest(pset, stage, now())
     argv = world.argv(*(["--keep-recording-dat"] if keep_dat else []))
     assert main(argv) == 0, capsys.readouterr().err
     assert not source.root.exists()
