@@ -12,10 +12,11 @@ import pytest
 from containers.steps.sort import run as sort
 from tasks.commands.cli import main
 from tasks.core.manifest import now, write_manifest
+from tasks.steps.postpro_stages import PostproSet, expected_stages, write_stage_manifest
 from tasks.steps.registry import expected
 from tests.containers.test_sorting import _make_sorting_dir
 from tests.sorters.phy_open import open_in_phy
-from tests.support.finalize_world import build_sorting, make_world
+from tests.support.finalize_world import POSTPRO, build_sorting, make_world
 
 pytestmark = pytest.mark.slow
 SORTERS = {  # sorter -> (seconds of the 32-channel recording, sorter_params)
@@ -55,6 +56,9 @@ def finalized(tmp_path: Path, sorter_output: Path, keep_dat: bool, monkeypatch, 
     (source.sorter_output / "cluster_info.tsv").write_text("cluster_id\tgroup\n" + rows)
     for step in ("recording_dat", "sort"):  # the real files now: their manifests record them
         write_manifest(source, expected(source, step), now())
+    pset = PostproSet(source, POSTPRO)  # and the curation: postprocessing saw it
+    for stage in expected_stages(pset).values():
+        write_stage_manifest(pset, stage, now())
     argv = world.argv(*(["--keep-recording-dat"] if keep_dat else []))
     assert main(argv) == 0, capsys.readouterr().err
     assert not source.root.exists()
