@@ -136,13 +136,14 @@ def test_dat_info_and_recording(sorted_tdc2):
     assert recording.has_probe() and recording.get_dtype() == np.int16
 
 
-def test_kilosort4_without_torch(tmp_path):
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("torch is installed here")
+def test_kilosort4_without_torch(tmp_path, monkeypatch):
+    """An environment (an image built with TORCH=none) without torch: refused before anything is written."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a)
+    )
     ctx, _ = _make_sorting_dir(tmp_path, {"sorter_name": "kilosort4", "sorter_params": {}})
     before = sorted(p.name for p in ctx.sorting.sorter_output.iterdir())
     with pytest.raises(UserError, match="kilosort4 needs torch: use the si image"):
