@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--chunk-s", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--no-sort", action="store_true", help="skip the Kilosort 4 sort (gpu_sort_check.py)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing measured")
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| throughput on CPU, {n_jobs} threads (s of data per s) | {args.seconds / cpu_seconds:.1f} |",
         f"| peak GPU memory (GiB) | {peak:.2f} |",
         "",
+        *kilosort4_lines(args.device, args.no_sort),
     ]
     text = "\n".join(lines)
     print(text)
@@ -152,6 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(text)
     print(f"written: {args.out}")
     return 0 if error < 1e-4 else 1
+
+
+def kilosort4_lines(device: str, skip: bool) -> list[str]:
+    """Kilosort 4 on this device, 60 s x 384 channels generated with known units (gpu_sort_check.py), when
+    kilosort is importable here (carried as wheels: see the device README)."""
+    from gpu_sort_check import gpu_sort_check, kilosort_available
+
+    if skip or not kilosort_available():
+        return ["Kilosort 4: not run (" + ("--no-sort" if skip else "kilosort not importable here") + ")", ""]
+    result = gpu_sort_check(duration_s=60.0, channels=384, device=device)
+    rows = [f"| {key} | {value} |" for key, value in result.items()]
+    return ["## Kilosort 4 on the same device (benchmarks/gpu_sort_check.py)", "", "| measure | value |",
+            "|---|---:|", *rows, ""]  # fmt: skip
 
 
 if __name__ == "__main__":
