@@ -158,9 +158,10 @@ class StepTask(GpuTaskMixin, SortingTask):
     def run(self):
         self.run_leased()
 
-    def run_leased(self, what: str = "computing") -> None:
-        """Execute with the GPU units this step takes (none: no lease), the device handed as flags."""
-        if not self.gpu_units_needed():
+    def run_leased(self, what: str = "computing", always: bool = False) -> None:
+        """Execute with the GPU units this step takes, the device handed as flags. No units: no lease, unless
+        `always` (the sort records its 0-unit lease)."""
+        if not self.gpu_units_needed() and not always:
             self.execute(device="cpu")
             return
         with self.gpu_lease() as lease:
@@ -168,7 +169,8 @@ class StepTask(GpuTaskMixin, SortingTask):
             if lease.device_id is not None:
                 self.set_status_message(f"{what} on GPU {lease.device_id} ({lease.units} units)")
             # Only the leased device is visible to the step (inside docker too): it is cuda:0 there.
-            self.execute(extra_env=lease.env(), records=records, device="cuda:0")
+            device = "cuda:0" if lease.device_id is not None else "cpu"
+            self.execute(extra_env=lease.env(), records=records, device=device)
 
     def execute(
         self,
@@ -236,10 +238,7 @@ class SortTask(StepTask):
 
     def run(self):
         check_curation(self.sorting, self.discard_curation)
-        if self.gpu_units_needed():
-            self.run_leased("sorting")
-        else:  # a CPU sorter: the lease's environment is empty, as before
-            self.execute()
+        self.run_leased("sorting", always=True)  # a CPU sorter's manifest says it held 0 units too
 
 
 BASES: dict[str, type[StepTask]] = {"cpu": StepTask, "disk_write": DiskWriteTask, "gpu": SortTask}
