@@ -69,6 +69,17 @@ def chunk_frames(device: str, n_channels: int, sampling_frequency: float) -> int
     return int(max(second, min(MAX_CHUNK_S * second, fits)))
 
 
+def pass_kwargs(ctx: StepContext, rec) -> dict:
+    """How a detection/localization pass reads the engine's recording: its chunks, device and progress.
+    Single-threaded: the engine chain under it already runs n_jobs threads (torch's own threads lose here)."""
+    return {
+        "chunk_size": chunk_frames(ctx.settings.device, rec.get_num_channels(), rec.get_sampling_frequency()),
+        "device": ctx.settings.device,
+        "n_jobs": 1,
+        "on_progress": lambda fraction: ctx.progress.update(100.0 * fraction),
+    }
+
+
 def recording_for_motion(ctx: StepContext):
     """The chain before drift correction, float32 uV: the engine's recording, or SpikeInterface's."""
     from containers.recording.chain import preprocess_for_motion

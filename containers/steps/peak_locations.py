@@ -15,6 +15,7 @@ from containers.runtime.stepping import StepContext
 from containers.steps.common import (
     drift_kwargs,
     fused_locations_file,
+    pass_kwargs,
     prepro_file,
     recording_for_motion,
     save_npy,
@@ -48,14 +49,7 @@ def engine_locations(ctx: StepContext, rec, found: np.ndarray, localize: dict) -
     from containers.engine.motion_inputs import Unsupported, localize_given
 
     try:
-        return localize_given(
-            rec,
-            found,
-            localize,
-            device=ctx.settings.device,
-            n_jobs=1,  # the engine chain below already runs n_jobs threads; torch intra-op threads lose here
-            on_progress=lambda fraction: ctx.progress.update(100.0 * fraction),
-        )
+        return localize_given(rec, found, localize, **pass_kwargs(ctx, rec))
     except Unsupported as err:
         warn(f"{ctx.sorting.root}: the engine does not localize with {err}; SpikeInterface localizes")
         ctx.extra["localization"] = {"used": "spikeinterface", "reason": str(err)}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from containers.runtime.stepping import StepContext
 from containers.steps.common import (
-    chunk_frames,
     drift_kwargs,
     fused_locations_file,
+    pass_kwargs,
     prepro_file,
     recording_for_motion,
     save_npy,
@@ -32,9 +32,10 @@ def run(ctx: StepContext) -> None:
     ctx.extra["n_peaks"] = int(found.size)
     save_npy(prepro_file(ctx, "peaks.npy"), found)
     if fused is not None:
-        for stale in fused_locations_file(ctx).parent.glob("peak_locations.fused-*.npy"):
+        kept = fused_locations_file(ctx)
+        for stale in kept.parent.glob("peak_locations.fused-*.npy"):
             stale.unlink()  # of earlier options: never adopted now
-        save_npy(fused_locations_file(ctx), fused[1])
+        save_npy(kept, fused[1])
 
 
 def fused_pass(ctx: StepContext, rec, detect: dict):
@@ -44,17 +45,7 @@ def fused_pass(ctx: StepContext, rec, detect: dict):
     localize = drift_kwargs(ctx, "localize_peaks_kwargs")
     detect = {**detect, "random_slices_kwargs": detect.get("random_slices_kwargs", {"seed": 0})}
     try:
-        found = detect_and_localize(
-            rec,
-            detect,
-            localize,
-            chunk_size=chunk_frames(
-                ctx.settings.device, rec.get_num_channels(), rec.get_sampling_frequency()
-            ),
-            device=ctx.settings.device,
-            n_jobs=1,  # the engine chain below already runs n_jobs threads; torch intra-op threads lose here
-            on_progress=lambda fraction: ctx.progress.update(100.0 * fraction),
-        )
+        found = detect_and_localize(rec, detect, localize, **pass_kwargs(ctx, rec))
     except Unsupported as err:
         warn(f"{ctx.sorting.root}: the engine's detection does not support {err}; SpikeInterface detects")
         ctx.extra["detection"] = {"used": "spikeinterface", "reason": str(err)}
