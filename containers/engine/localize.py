@@ -3,12 +3,11 @@
 Hand-written for speed and batching: SpikeInterface's `monopolar_triangulation` (the lab's default) runs
 one scipy L-BFGS-B optimization per peak in a Python loop, and `center_of_mass` / `grid_convolution`
 loop over main channels in numpy. Here every peak of a chunk is localized at once: center of mass as
-one weighted sum, the monopolar fit as one batched projected Levenberg-Marquardt solve in float64 on
-SpikeInterface's objective (`minimize_with_log_penality`: amplitude in closed form, the log barrier on
-z, its initial guess and bounds, `enforce_decrease` beforehand), grid convolution as one matrix
-product per main channel. Planning (radial parents, grid templates) uses SpikeInterface itself; the
-kernels need only torch and numpy. Waveforms are SpikeInterface's dense ones: `nbefore` samples
-before the peak to `nafter` after it, on the channels within `radius_um` of the peak's channel.
+one weighted sum, the monopolar fit as SpikeInterface's own optimizer stepped for all peaks in lockstep
+(monopolar.py), grid convolution as one matrix product per main channel. Planning (grid templates) uses
+SpikeInterface itself; the kernels need only torch, numpy and scipy. Waveforms are SpikeInterface's
+dense ones: `nbefore` samples before the peak to `nafter` after it, on the channels within `radius_um`
+of the peak's channel.
 """
 
 from __future__ import annotations
@@ -49,9 +48,6 @@ LOCALIZE_DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_method": {},
     },
 }
-LOG_BARRIER = 1e4  # SpikeInterface's objective: ... - log1p(10 z) / 10000
-INITIAL_Z_UM = 20.0
-MAX_STEP_UM = 10.0  # trust region of one solver step
 
 
 def gather_waveforms(
@@ -115,186 +111,43 @@ def _center_of_mass(weights: torch.Tensor, positions: torch.Tensor) -> torch.Ten
 
 
 class MonopolarTriangulation:
-    """SpikeInterface's `monopolar_triangulation` with `minimize_with_log_penality`, solved for all peaks
-    at once: minimise mean((w - alpha q)^2) - log1p(10 z) / 1e4 over (x, y, z) in its bounds, where w is
-    the feature normalised by its maximum, q = 1 / distance, alpha = w.q / q.q; then alpha is refitted on
-    the unnormalised feature, as SpikeInterface does."""
+    """SpikeInterface's `monopolar_triangulation` with `minimize_with_log_penality`: features on the
+    device, then SpikeInterface's own optimizer path for every peak (containers/engine/monopolar.py)."""
 
     method = "monopolar_triangulation"
 
     def __init__(
-        self,
-        locations: np.ndarray,
-        nbefore: int,
-        device: torch.device,
-        radial_parents: list | None = None,
-        max_iterations: int = 100,
-        **kwargs: Any,
+        self, locations: np.ndarray, nbefore: int, device: torch.device, workers: int = 1, **kwargs: Any
     ) -> None:
         opts = _check(
             self.method,
             kwargs,
             {"feature": ("ptp", "energy", "peak_voltage"), "optimizer": ("minimize_with_log_penality",)},
         )
-        self.feature, self.nbefore, self.max_iterations = opts["feature"], nbefore, max_iterations
+        self.feature, self.nbefore, self.workers = opts["feature"], nbefore, workers
         self.max_distance = float(opts["max_distance_um"])
         index = neighbour_index(locations, opts["radius_um"])
         self.channel_index = torch.as_tensor(index, device=device)
         self.padded_locations = _padded_locations(locations, device)
-        self.decrease: tuple[torch.Tensor, torch.Tensor] | None = None
-        if opts["enforce_decrease"]:
-            if radial_parents is None:
-                raise ValueError("enforce_decrease needs radial_parents (plan_localization computes them)")
-            self.decrease = _decrease_tables(radial_parents, index.shape[1], device)
+        self.counts = torch.as_tensor((index < locations.shape[0]).sum(axis=1), device=device)
 
     def __call__(self, waveforms: torch.Tensor, main_channels: torch.Tensor) -> dict[str, torch.Tensor]:
+        from .monopolar import solve
+
         data = amplitude_feature(waveforms, self.feature, self.nbefore)
         if self.feature == "peak_voltage":
             data = data.abs()
-        real = self.channel_index[main_channels] < self.padded_locations.shape[0] - 1
-        if self.decrease is not None:
-            data = _enforce_decrease(data, real, main_channels, *self.decrease)
         positions = self.padded_locations[self.channel_index[main_channels]]
-        normalised = (data / data.amax(dim=1, keepdim=True)).double()
-        # SpikeInterface's initial guess: the center of mass (stored as float32), z = 20 um.
-        com = _center_of_mass(data.double(), positions).float().double()
-        start = torch.cat([com, torch.full_like(com[:, :1], INITIAL_Z_UM)], dim=1)
-        low = torch.cat([(com.float() - self.max_distance).double(), torch.ones_like(com[:, :1])], dim=1)
-        high = torch.cat(
-            [(com.float() + self.max_distance).double(), torch.full_like(com[:, :1], 10 * self.max_distance)],
-            dim=1,
+        counts = self.counts[main_channels]
+        solved = solve(
+            data.float().cpu().numpy(),
+            positions.cpu().numpy(),
+            counts.cpu().numpy(),
+            self.max_distance,
+            self.workers,
         )
-        theta = solve_log_penalty(normalised, positions, real, start, low, high, self.max_iterations)
-        q = _inverse_distance(theta, positions, real)
-        alpha = (data.double() * q).sum(dim=1) / (q * q).sum(dim=1)
-        return {"x": theta[:, 0], "y": theta[:, 1], "z": theta[:, 2], "alpha": alpha}
-
-
-def _decrease_tables(
-    radial_parents: list, width: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SpikeInterface's radial parents as (child (n_channels, steps), parents (n_channels, steps, p)),
-    padded with `width`: a column that holds -inf during the sweep."""
-    steps = max(max((len(p) for p in radial_parents), default=0), 1)
-    most = max((len(rel) for chan in radial_parents for _, rel in chan), default=1)
-    child = np.full((len(radial_parents), steps), width, dtype=np.int64)
-    parents = np.full((len(radial_parents), steps, most), width, dtype=np.int64)
-    for chan, pairs in enumerate(radial_parents):
-        for step, (c, rel) in enumerate(pairs):
-            child[chan, step] = c
-            parents[chan, step, : len(rel)] = rel
-    return torch.as_tensor(child, device=device), torch.as_tensor(parents, device=device)
-
-
-def _enforce_decrease(
-    data: torch.Tensor, real: torch.Tensor, main: torch.Tensor, child: torch.Tensor, parents: torch.Tensor
-) -> torch.Tensor:
-    """SpikeInterface's enforce_decrease_shells_data for every peak, step by step in its order (float32)."""
-    minus_inf = torch.tensor(-torch.inf, dtype=data.dtype, device=data.device)
-    work = torch.cat([torch.where(real, data, minus_inf), minus_inf.expand(data.shape[0], 1)], dim=1)
-    child, parents = child[main], parents[main]
-    for step in range(child.shape[1]):
-        c = child[:, step : step + 1]
-        value = work.gather(1, c)
-        top = work.gather(1, parents[:, step]).amax(dim=1, keepdim=True)
-        work.scatter_(1, c, torch.where(value > top, value * (top / value), value))
-    return torch.where(real, work[:, :-1], torch.zeros((), dtype=data.dtype, device=data.device))
-
-
-def _inverse_distance(theta: torch.Tensor, positions: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    offsets = theta[:, None, :2] - positions
-    r2 = (offsets * offsets).sum(dim=2) + theta[:, 2:3] ** 2
-    return r2.rsqrt() * real
-
-
-def log_penalty_terms(
-    theta: torch.Tensor, w: torch.Tensor, positions: torch.Tensor, real: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SpikeInterface's estimate_distance_error_with_log at theta (n, 3), its gradient and Hessian.
-
-    With alpha in closed form the squared error is (|w|^2 - (w.q)^2 / q.q) / n_channels, q = 1 / r.
-    """
-    n_chan = real.sum(dim=1).to(w.dtype)
-    z = theta[:, 2]
-    offsets = torch.cat([theta[:, None, :2] - positions, z[:, None, None].expand(-1, w.shape[1], 1)], dim=2)
-    q = (offsets * offsets).sum(dim=2).rsqrt() * real
-    q2 = q * q
-    q3 = q2 * q
-    a, b = (w * q).sum(dim=1), q2.sum(dim=1)
-    value = ((w * w).sum(dim=1) - a * a / b) / n_chan - torch.log1p(10 * z) / LOG_BARRIER
-    # First derivatives of a = w.q and b = q.q (dq/dtheta = -q^3 offset).
-    da = -torch.einsum("nk,nki->ni", w * q3, offsets)
-    db = -2 * torch.einsum("nk,nki->ni", q2 * q2, offsets)
-    # Second derivatives: d2q = 3 q^5 o o^T - q^3 I.
-    eye = torch.eye(3, dtype=w.dtype, device=w.device)
-    outer = torch.einsum("nk,nki,nkj->nij", w * q3 * q2, offsets, offsets)
-    d2a = 3 * outer - (w * q3).sum(dim=1)[:, None, None] * eye
-    q6 = q3 * q3
-    d2b = (
-        8 * torch.einsum("nk,nki,nkj->nij", q6, offsets, offsets)
-        - 2 * (q2 * q2).sum(dim=1)[:, None, None] * eye
-    )
-    a_, b_ = a[:, None], b[:, None]
-    grad_g = 2 * a_ * da / b_ - (a_ / b_) ** 2 * db
-    a3, b3 = a[:, None, None], b[:, None, None]
-    hess_g = (
-        2 * torch.einsum("ni,nj->nij", da, da) / b3
-        + 2 * a3 * d2a / b3
-        - 2 * a3 * (torch.einsum("ni,nj->nij", da, db) + torch.einsum("ni,nj->nij", db, da)) / b3**2
-        - (a3 / b3) ** 2 * d2b
-        + 2 * a3**2 * torch.einsum("ni,nj->nij", db, db) / b3**3
-    )
-    grad = -grad_g / n_chan[:, None]
-    grad[:, 2] -= 10 / (1 + 10 * z) / LOG_BARRIER
-    hess = -hess_g / n_chan[:, None, None]
-    hess[:, 2, 2] += 100 / (1 + 10 * z) ** 2 / LOG_BARRIER
-    return value, grad, hess
-
-
-def solve_log_penalty(
-    w: torch.Tensor,
-    positions: torch.Tensor,
-    real: torch.Tensor,
-    start: torch.Tensor,
-    low: torch.Tensor,
-    high: torch.Tensor,
-    max_iterations: int = 100,
-    tolerance_um: float = 1e-6,
-) -> torch.Tensor:
-    """Minimise `log_penalty_terms` for every row within [low, high]: projected Levenberg-Marquardt with
-    the exact Hessian (variables at a bound with the gradient pushing out are held). Float64."""
-    theta = start.clone()
-    value, grad, hess = log_penalty_terms(theta, w, positions, real)
-    damping = 1e-3 * hess.diagonal(dim1=1, dim2=2).abs().mean(dim=1).clamp_min(1e-12)
-    todo = torch.arange(theta.shape[0], device=theta.device)
-    eye = torch.eye(3, dtype=theta.dtype, device=theta.device)
-    for _ in range(max_iterations):
-        if todo.numel() == 0:
-            break
-        th, g, h, lam = theta[todo], grad[todo], hess[todo], damping[todo]
-        lo, hi = low[todo], high[todo]
-        held = ((th <= lo) & (g > 0)) | ((th >= hi) & (g < 0))
-        free = (~held).to(th.dtype)
-        reduced = h * free[:, :, None] * free[:, None, :] + torch.diag_embed(1 - free)
-        # Damping at least enough to make the system positive definite: every step descends.
-        lowest = torch.linalg.eigvalsh(reduced)[:, 0]
-        shift = torch.maximum(lam, -2 * lowest + 1e-3 * lam)
-        step, info = torch.linalg.solve_ex(reduced + shift[:, None, None] * eye, -(g * free))
-        length = step.abs().amax(dim=1, keepdim=True)
-        step = step * (MAX_STEP_UM / length).clamp(max=1.0)
-        trial = torch.minimum(torch.maximum(th + step, lo), hi)
-        t_value, t_grad, t_hess = log_penalty_terms(trial, w[todo], positions[todo], real[todo])
-        better = (info == 0) & (t_value <= value[todo]) & torch.isfinite(t_value)
-        moved = (trial - th).abs().amax(dim=1)
-        keep = better[:, None]
-        theta[todo] = torch.where(keep, trial, th)
-        value[todo] = torch.where(better, t_value, value[todo])
-        grad[todo] = torch.where(keep, t_grad, g)
-        hess[todo] = torch.where(keep[:, :, None], t_hess, h)
-        damping[todo] = torch.where(better, lam * 0.3, lam * 10)
-        finished = (better & (moved < tolerance_um)) | (damping[todo] > 1e12) | ~torch.isfinite(value[todo])
-        todo = todo[~finished]
-    return theta
+        columns = torch.as_tensor(solved, device=waveforms.device)
+        return {"x": columns[:, 0], "y": columns[:, 1], "z": columns[:, 2], "alpha": columns[:, 3]}
 
 
 class GridConvolution:
@@ -380,22 +233,17 @@ def plan_localization(
     nbefore: int,
     nafter: int,
     device: str | torch.device = "cpu",
+    workers: int = 1,
 ) -> Localizer:
-    """The localizer for `localize_kwargs` (SpikeInterface's localize_peaks method and method kwargs)."""
+    """The localizer for `localize_kwargs` (SpikeInterface's localize_peaks method and method kwargs);
+    `workers`: processes for the monopolar solve."""
     kwargs = dict(localize_kwargs)
     method = kwargs.pop("method", "center_of_mass")
     device = torch.device(device)
     if method == "center_of_mass":
         return CenterOfMass(locations, nbefore, device, **kwargs)
     if method == "monopolar_triangulation":
-        parents = None
-        if kwargs.get("enforce_decrease", True):
-            from spikeinterface.postprocessing.localization_tools import make_radial_order_parents
-
-            radius = kwargs.get("radius_um", LOCALIZE_DEFAULTS[method]["radius_um"])
-            distances = np.linalg.norm(locations[:, None] - locations[None, :], axis=2)
-            parents = make_radial_order_parents(locations, distances <= radius)
-        return MonopolarTriangulation(locations, nbefore, device, radial_parents=parents, **kwargs)
+        return MonopolarTriangulation(locations, nbefore, device, workers=workers, **kwargs)
     if method == "grid_convolution":
         return GridConvolution(locations, nbefore, nafter, sampling_frequency, device, **kwargs)
     raise Unsupported(

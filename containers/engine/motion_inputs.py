@@ -99,7 +99,9 @@ def detect_and_localize(
     with torch_threads(n_jobs), torch.inference_mode():
         with clock("plan"):
             detector = LocallyExclusive(plan_detection(recording, detect_kwargs), device)
-            method, localizer, nbefore, nafter = _plan_localization(recording, localize_kwargs, device)
+            method, localizer, nbefore, nafter = _plan_localization(
+                recording, localize_kwargs, device, n_jobs
+            )
         margin = max(detector.params.margin, nbefore, nafter)
         total = sum(recording.get_num_samples(segment_index=s) for s in range(recording.get_num_segments()))
         chunks = read_chunks(recording, int(chunk_size or round(fs)), margin, device)
@@ -141,7 +143,7 @@ def localize_given(
     of localization options reruns, without detecting again. Same waveforms and solvers as the fused pass."""
     device = torch.device(device)
     with torch_threads(n_jobs), torch.inference_mode():
-        method, localizer, nbefore, nafter = _plan_localization(recording, localize_kwargs, device)
+        method, localizer, nbefore, nafter = _plan_localization(recording, localize_kwargs, device, n_jobs)
         out = np.zeros(peaks.size, dtype=LOCATION_DTYPES[method])
         fs = recording.get_sampling_frequency()
         margin = max(nbefore, nafter)
@@ -163,7 +165,7 @@ def localize_given(
     return out
 
 
-def _plan_localization(recording: Any, localize_kwargs: dict, device: torch.device) -> tuple:
+def _plan_localization(recording: Any, localize_kwargs: dict, device: torch.device, n_jobs: int) -> tuple:
     """(method, localizer, frames before, frames after) for `localize_kwargs`; Unsupported names the key."""
     localize = dict(localize_kwargs)
     method = localize.get("method", "center_of_mass")
@@ -177,7 +179,9 @@ def _plan_localization(recording: Any, localize_kwargs: dict, device: torch.devi
         )
     fs = recording.get_sampling_frequency()
     nbefore, nafter = (round(localize.pop(k, v) * fs / 1000.0) for k, v in LOCALIZE_WAVEFORM_MS.items())
-    localizer = plan_localization(recording.get_channel_locations(), fs, localize, nbefore, nafter, device)
+    localizer = plan_localization(
+        recording.get_channel_locations(), fs, localize, nbefore, nafter, device, workers=n_jobs
+    )
     return method, localizer, nbefore, nafter
 
 
