@@ -4,6 +4,7 @@ Usage: python benchmarks/gpu_check.py [--device cuda:0] [--seconds 20] [--chunk-
 Needs only torch, numpy and scipy (no SpikeInterface): the chain is planned from plain arrays, a
 synthetic 384-channel NP1.0-like probe (bandpass 300-12000 Hz + phase shift as one FFT, local median
 reference, kriging motion interpolation folded with a whitening matrix and the x200 scale, int16).
+Then detection + localization (gpu_peaks_check.py) and a Kilosort 4 sort (gpu_sort_check.py) on the device.
 Writes benchmarks/results/gpu.md. Without CUDA it says so and exits 0; `--device cpu` smoke-tests it.
 """
 
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| throughput on CPU, {n_jobs} threads (s of data per s) | {args.seconds / cpu_seconds:.1f} |",
         f"| peak GPU memory (GiB) | {peak:.2f} |",
         "",
+        *peaks_lines_if_possible(args.device, args.seconds / 2),
         *kilosort4_lines(args.device, args.no_sort),
     ]
     text = "\n".join(lines)
@@ -154,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(text)
     print(f"written: {args.out}")
     return 0 if error < 1e-4 else 1
+
+
+def peaks_lines_if_possible(device: str, seconds: float) -> list[str]:
+    """Detection + localization throughput (gpu_peaks_check.py); it needs threadpoolctl (carry its wheel)."""
+    try:
+        from gpu_peaks_check import peaks_lines
+    except ImportError as error:
+        return [f"Detection + localization: not run ({error})", ""]
+    return peaks_lines(device, seconds)
 
 
 def kilosort4_lines(device: str, skip: bool) -> list[str]:
