@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--replace-opts", action="store_true", help="replace the set's postpro_opts.yaml")
     _add_images(sub)
 
+    nwb = sub.add_parser("export-nwb", help="write each sorting as one NWB file (after postprocessing)")
+    _add_target(nwb)
+    _add_run(nwb)
+    nwb.add_argument("--postpro", "--postproName", metavar="NAME", help="the set to export (first export)")
+    nwb.add_argument("--hypnogram-project", "--hypnogramProject", help="if postprocessing must rerun")
+    nwb.add_argument("--allow-uncurated", action="store_true", help="if postprocessing must rerun")
+
     demo = sub.add_parser("demo", help="generate a small SpikeGLX world and run the pipeline on it")
     demo.add_argument("--folder", type=Path, default=Path("demo"))
     demo.add_argument("--duration", type=float, default=120.0, help="seconds of generated recording")
@@ -201,6 +208,12 @@ def cmd_segments(args: argparse.Namespace) -> int:
             continue
         print_plan(resolved, note)
     return 0
+
+
+def cmd_export_nwb(args: argparse.Namespace) -> int:
+    from tasks.commands.export import run_export_cli
+
+    return run_export_cli(_paths(args), _targets(args), args)
 
 
 def cmd_scan_artifacts(args: argparse.Namespace) -> int:
@@ -300,6 +313,7 @@ COMMANDS = {
 }
 COMMANDS["finalize"] = cmd_finalize
 COMMANDS["scan-artifacts"] = cmd_scan_artifacts
+COMMANDS["export-nwb"] = cmd_export_nwb
 
 
 def main(argv: list[str] | None = None) -> int:

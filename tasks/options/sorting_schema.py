@@ -145,8 +145,9 @@ ARTIFACT_DEFAULTS: dict[str, float] = {
     "transient_threshold": 8.0,  # transient: |median over channels| > this x the channels' median noise
 }
 # `nwb`: what `wisc-sort export-nwb` (the nwb step) writes; `postpro` names the postprocessing set whose
-# units, metrics and waveforms the file carries.
-NWB_KEYS = _spec("postpro:s")
+# units, metrics and waveforms the file carries; the subject's species (latin), sex (M, F, U, O) and age
+# (ISO 8601, e.g. P90D) go into the file's subject, as DANDI asks.
+NWB_KEYS = _spec("postpro:s species:s sex:s age:s")
 # `engine`: who computes the chain. Absent = spikeinterface (sortings made before the engine keep their
 # signatures); every shipped options file says torch.
 ENGINES = ("torch", "spikeinterface")

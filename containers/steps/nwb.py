@@ -1,0 +1,227 @@
+"""The nwb step: the sorting as one NWB file (nwb/sorting.nwb) for DANDI and collaborators.
+
+Electrodes from the preprocessed probe; units with spike times in seconds of the concatenated (kept)
+recording and, through the segment table, per file; phy's cluster id and curation group, every column of the
+postprocessing set's metrics.csv (per-state metrics included) and mean waveforms; the segment table and the
+motion estimate as processing data; the options, versions and step manifests as provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from containers.runtime.stepping import StepContext
+from tasks.core.atomic import atomic_path
+from tasks.core.errors import UserError
+from tasks.core.manifest import package_versions, read_manifest
+from tasks.inputs.segments import KEEP, frame_to_file, read_segments
+from tasks.steps.nwb_inputs import nwb_set
+from tasks.steps.postpro_stages import METRICS_CSV, PostproSet
+from tasks.steps.postpro_state import postpro_status
+from tasks.steps.registry import NWB_FILE, STEPS
+
+MOTION_FILES = {"motion_clean": "motion_non_rigid_clean.npz", "motion": "motion_non_rigid.npz"}
+
+
+def _session_start(segments: pd.DataFrame) -> datetime:
+    """The first file's fileCreateTime (the rig's local clock: read as this host's time zone)."""
+    created = segments["fileCreateTime"].iloc[0] if "fileCreateTime" in segments else None
+    start = pd.Timestamp(created).to_pydatetime() if created is not None and pd.notna(created) else None
+    return (start or datetime(1970, 1, 1)).astimezone()
+
+
+def _nwbfile(ctx: StepContext, segments: pd.DataFrame, subject_info: dict):
+    from pynwb import NWBFile
+    from pynwb.file import Subject
+
+    first = segments.iloc[0]
+    subject = Subject(
+        subject_id=str(first.get("subject", ctx.sorting.root.parent.name)),
+        species=subject_info.get("species"),
+        sex=subject_info.get("sex", "U"),
+        age=subject_info.get("age"),
+        description=f"subject of {ctx.sorting.root}",
+    )
+    return NWBFile(
+        session_description=f"spike sorting {ctx.sorting.root} ({segments['fname'].nunique()} files)",
+        identifier=f"wisc-sorting:{ctx.sorting.root}:{ctx.extra['signature']}",
+        session_start_time=_session_start(segments),
+        session_id=str(first.get("session", "")) or None,
+        subject=subject,
+        source_script="wisc-sorting (python -m containers nwb)",
+        source_script_file_name="containers/steps/nwb.py",
+    )
+
+
+def _electrodes(nwbfile, probe_file: Path) -> int:
+    """One row per channel of the preprocessed recording, in its order (the templates' channel order)."""
+    import probeinterface
+
+    group_of_probes = probeinterface.read_probeinterface(probe_file)
+    device = nwbfile.create_device(name="Neuropixels", description="probe as saved by SpikeGLX",
+                                   manufacturer="IMEC")  # fmt: skip
+    nwbfile.add_electrode_column(name="channel_name", description="contact id after preprocessing")
+    count = 0
+    for index, probe in enumerate(group_of_probes.probes):
+        group = nwbfile.create_electrode_group(
+            name=f"probe{index}", description=str(probe.annotations.get("model_name", "probe")),
+            location="unknown", device=device,
+        )  # fmt: skip
+        ids = (
+            probe.contact_ids
+            if len(probe.contact_ids)
+            else [str(i) for i in range(probe.get_contact_count())]
+        )
+        for (x, y), name in zip(probe.contact_positions[:, :2], ids, strict=True):
+            nwbfile.add_electrode(group=group, location="unknown", rel_x=float(x), rel_y=float(y),
+                                  channel_name=str(name))  # fmt: skip
+            count += 1
+    return count
+
+
+def _load_units(ctx: StepContext, pset: PostproSet):
+    """(sorting with phy's curation, analyzer unit -> row, mean waveforms units x samples x channels in volts
+    or the recording's units, their unit name, ms before the peak)."""
+    import warnings
+
+    from spikeinterface.core import load_sorting_analyzer
+
+    from containers.postpro.run import load_sorting
+
+    sorting = load_sorting(ctx.sorting.sorter_output)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "recording not found": templates need no recording
+        analyzer = load_sorting_analyzer(pset.analyzer, load_extensions=True)
+    templates = analyzer.get_extension("templates")
+    waveforms = templates.get_data(operator="average")
+    in_uv = bool(getattr(analyzer, "return_in_uV", False))
+    waveforms, unit = (waveforms * 1e-6, "volts") if in_uv else (waveforms, "counts of recording.dat")
+    index = {unit_id: i for i, unit_id in enumerate(np.asarray(analyzer.unit_ids).astype(np.int64))}
+    return sorting, index, waveforms, unit, float(templates.params["ms_before"])
+
+
+def _per_file(segments: pd.DataFrame, frames: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frames of the kept recording -> (segment-table row, seconds within that row's file)."""
+    if frames.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    _, within = frame_to_file(segments, frames)
+    keep = segments.index[segments["type"] == KEEP].to_numpy()
+    rows = keep[np.searchsorted(segments.loc[keep, "keepStartFrame"].to_numpy(), frames, side="right") - 1]
+    return rows.astype(np.int64), np.asarray(within) / rate
+
+
+def _metrics(path: Path) -> pd.DataFrame:
+    """metrics.csv with text columns as text ("" where empty) and numbers as numbers (NaN where missing)."""
+    table = pd.read_csv(path, index_col="cluster_id")
+    for column in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[column]) or pd.api.types.is_bool_dtype(table[column]):
+            table[column] = table[column].fillna("").astype(str)
+    table.index = table.index.astype(np.int64)
+    return table
+
+
+def _units(nwbfile, ctx, pset, segments: pd.DataFrame, n_electrodes: int) -> dict:
+    from pynwb.misc import Units
+
+    sorting, index, waveforms, unit_name, ms_before = _load_units(ctx, pset)
+    rate = sorting.get_sampling_frequency()
+    metrics = _metrics(pset.folder / METRICS_CSV)
+    if waveforms.shape[2] != n_electrodes:
+        raise RuntimeError(
+            f"{pset.analyzer}: templates on {waveforms.shape[2]} channels, probe {n_electrodes}"
+        )
+    missing = sorted(set(np.asarray(sorting.unit_ids).astype(np.int64)) - set(metrics.index) - set(index))
+    if missing:
+        raise UserError(f"{pset.folder}: units {missing[:20]} lack metrics; rerun `wisc-sort postpro`")
+    nwbfile.units = Units(name="units", description="units after phy curation", waveform_rate=float(rate),
+                          waveform_unit=unit_name, waveform_time_before_peak_in_ms=ms_before,
+                          resolution=1.0 / rate)  # fmt: skip
+    nwbfile.add_unit_column(name="cluster_id", description="phy's cluster id")
+    nwbfile.add_unit_column(
+        name="spike_segment", description="row of processing/sorting/segments", index=True
+    )
+    nwbfile.add_unit_column(
+        name="spike_times_in_file", description="seconds within that row's file", index=True
+    )
+    for column in metrics.columns:
+        nwbfile.add_unit_column(name=column, description=f"{METRICS_CSV} column {column} ({pset.name})")
+    for unit in sorting.unit_ids:
+        unit_id = int(unit)
+        frames = np.asarray(sorting.get_unit_spike_train(unit), dtype=np.int64)
+        rows, in_file = _per_file(segments, frames, rate)
+        nwbfile.add_unit(
+            id=unit_id, cluster_id=unit_id, spike_times=frames / rate, spike_segment=rows,
+            spike_times_in_file=in_file, electrodes=list(range(n_electrodes)),
+            waveform_mean=waveforms[index[unit_id]], **metrics.loc[unit_id].to_dict(),
+        )  # fmt: skip
+    return {"units": len(sorting.unit_ids), "spikes": int(sum(sorting.count_num_spikes_per_unit().values()))}
+
+
+def _processing(nwbfile, ctx: StepContext, segments: pd.DataFrame, pset: PostproSet) -> None:
+    from hdmf.common import DynamicTable
+    from pynwb import TimeSeries
+
+    module = nwbfile.create_processing_module(name="sorting", description="wisc-sorting: how units were made")
+    table = segments.copy()
+    for column in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = table[column].astype(str)
+    module.add(
+        DynamicTable.from_dataframe(
+            table.reset_index(drop=True),
+            name="segments",
+            table_description="the AP segment table: kept segments concatenated make the sorted recording",
+        )
+    )
+    for step, name in MOTION_FILES.items():
+        path = ctx.sorting.preprocessing / name
+        if not path.is_file():
+            continue
+        with np.load(path, allow_pickle=False) as data:
+            displacement, times = data["displacement_seg0"], data["temporal_bins_s_seg0"]
+            depths = data["spatial_bins_um"]
+        module.add(TimeSeries(
+            name=f"{step}_displacement", data=displacement * 1e-6, unit="meters", timestamps=times,
+            description=f"{name}: displacement (time bins x depth bins) of the kept recording",
+            comments=f"depth bins (um): {json.dumps(np.round(depths, 3).tolist())}",
+        ))  # fmt: skip
+    records = [("opts.yaml", ctx.sorting.opts.read_text()), ("postpro_opts.yaml", pset.opts.read_text())]
+    records.append(("versions", json.dumps(package_versions())))
+    for step in STEPS:
+        manifest = read_manifest(ctx.sorting, step)
+        if manifest is not None:
+            records.append((f"manifest {step}", json.dumps(manifest, default=str)))
+    provenance = pd.DataFrame(records, columns=["name", "text"])
+    module.add(
+        DynamicTable.from_dataframe(
+            provenance, name="provenance", table_description="options, versions and step manifests"
+        )
+    )
+
+
+def run(ctx: StepContext) -> None:
+    from pynwb import NWBHDF5IO
+
+    name = nwb_set(ctx.opts)
+    pset = PostproSet(ctx.sorting, name)
+    state = postpro_status(ctx.sorting, name)
+    if state != "done":
+        raise UserError(
+            f"{pset.folder}: postprocessing is {state}; run `wisc-sort postpro --postpro {name}` first"
+        )
+    segments = read_segments(ctx.sorting.segments)
+    from tasks.steps.registry import expected
+
+    ctx.extra["signature"] = expected(ctx.sorting, "nwb").signature
+    nwbfile = _nwbfile(ctx, segments, ctx.opts.get("nwb") or {})
+    n_electrodes = _electrodes(nwbfile, ctx.sorting.root / "preprocessed_si_probe.json")
+    ctx.extra.update(_units(nwbfile, ctx, pset, segments, n_electrodes))
+    _processing(nwbfile, ctx, segments, pset)
+    ctx.extra["postpro"] = name
+    with atomic_path(ctx.sorting.path(NWB_FILE)) as tmp, NWBHDF5IO(str(tmp), "w") as io:
+        io.write(nwbfile)
