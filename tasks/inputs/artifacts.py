@@ -25,6 +25,7 @@ from tasks.options.sorting_schema import ARTIFACT_DEFAULTS
 CLEAN = ""
 TYPES = ("flat", "saturated", "transient")
 PROPOSED_SUFFIX = ".proposed.htsv"
+COMMON_STEP = 8
 # NP1.0-style probes have 10-bit ADCs; NP2.0 (types 21, 24 and 2xxx) 14-bit. The .meta's imMaxInt wins.
 _MAX_INT_NP2 = 8192
 _MAX_INT_NP1 = 512
@@ -78,12 +79,15 @@ class Classifier:
 
     def stats(self, block: np.ndarray) -> tuple[float, float, float, float]:
         """(flat channels, values at the rail: fractions; peak common mode, median channel noise: counts)."""
-        railing = float(np.mean(np.abs(block.astype(np.int32)) >= self.rail))
+        block = np.asarray(block)
+        railing = float(np.mean((block >= self.rail) | (block <= -self.rail)))
         data = block.astype(np.float32)
-        data -= np.median(data, axis=0)
+        data -= data.mean(axis=0)  # each channel's offset
         std = data.std(axis=0)
         flat = float(np.mean(std < self.options["flat_std"]))
-        common = float(np.abs(np.median(data, axis=1)).max())
+        # What the channels share: the median over channels, at 1/COMMON_STEP of the frames (a transient lasts
+        # milliseconds at least; the median is the costly part).
+        common = float(np.abs(np.median(data[::COMMON_STEP], axis=1)).max())
         return flat, railing, common, float(np.median(std))
 
     def usable(self, stats: tuple[float, float, float, float]) -> bool:

@@ -68,7 +68,11 @@ def test_planted_bouts_are_found_within_half_a_second_of_their_edges(tmp_path):
     found = [(b.kind, b.start / RATE, b.end / RATE) for b in bouts]
     assert [kind for kind, _, _ in found] == [kind for kind, _, _ in PLANTED], found
     for (kind, start, end), (_, true_start, true_end) in zip(found, PLANTED, strict=True):
-        assert abs(start - true_start) <= TOLERANCE_S and abs(end - true_end) <= TOLERANCE_S, (kind, start, end)
+        assert abs(start - true_start) <= TOLERANCE_S and abs(end - true_end) <= TOLERANCE_S, (
+            kind,
+            start,
+            end,
+        )
 
 
 def test_clean_data_gets_no_proposal(tmp_path):
@@ -104,7 +108,9 @@ def _world(tmp_path: Path) -> tuple[list[str], Path]:
     )
     user = tmp_path / "shared" / EXPERIMENT / SUBJECT / f"{PROBE}.ap.artifacts.htsv"
     user.parent.mkdir(parents=True)
-    user.write_text("fname\twithinFileStartTime\twithinFileEndTime\ttype\nr_g0_t0.imec0.ap.bin\t4.5\t5.0\tmine\n")
+    user.write_text(
+        "fname\twithinFileStartTime\twithinFileEndTime\ttype\nr_g0_t0.imec0.ap.bin\t4.5\t5.0\tmine\n"
+    )
     argv = ["--project", "ssd", "--experiment", EXPERIMENT, "--input", f"{SUBJECT},{PROBE}"]
     argv += ["--projects-file", str(tmp_path / "projects.yaml"), "--subjects-dir", str(tmp_path / "subjects")]
     return argv, user
