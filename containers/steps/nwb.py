@@ -3,12 +3,11 @@
 Electrodes from the preprocessed probe; units with spike times in seconds of the concatenated (kept)
 recording and, through the segment table, per file; phy's cluster id and curation group, every column of the
 postprocessing set's metrics.csv (per-state metrics included) and mean waveforms; the segment table and the
-motion estimate as processing data; the options, versions and step manifests as provenance.
+motion estimates as processing data (processing/ecephys); options, versions and step manifests (provenance).
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def _nwbfile(ctx: StepContext, segments: pd.DataFrame, subject_info: dict):
     from pynwb import NWBFile
     from pynwb.file import Subject
 
-    first = segments.iloc[0]
+    first, root = segments.iloc[0], ctx.sorting.root
     subject = Subject(
         subject_id=str(first.get("subject", ctx.sorting.root.parent.name)),
         species=subject_info.get("species"),
@@ -52,6 +51,8 @@ def _nwbfile(ctx: StepContext, segments: pd.DataFrame, subject_info: dict):
         identifier=f"wisc-sorting:{ctx.sorting.root}:{ctx.extra['signature']}",
         session_start_time=_session_start(segments),
         session_id=str(first.get("session", "")) or None,
+        experiment_description=f"experiment {root.parents[2].name}, alias {root.parents[1].name}",
+        keywords=["spike sorting", "Neuropixels", "SpikeGLX"],
         subject=subject,
         source_script="wisc-sorting (python -m containers nwb)",
         source_script_file_name="containers/steps/nwb.py",
@@ -63,8 +64,7 @@ def _electrodes(nwbfile, probe_file: Path) -> int:
     import probeinterface
 
     group_of_probes = probeinterface.read_probeinterface(probe_file)
-    device = nwbfile.create_device(name="Neuropixels", description="probe as saved by SpikeGLX",
-                                   manufacturer="IMEC")  # fmt: skip
+    device = nwbfile.create_device(name="Neuropixels", description="IMEC Neuropixels probe, SpikeGLX")
     nwbfile.add_electrode_column(name="channel_name", description="contact id after preprocessing")
     count = 0
     for index, probe in enumerate(group_of_probes.probes):
@@ -162,46 +162,57 @@ def _units(nwbfile, ctx, pset, segments: pd.DataFrame, n_electrodes: int) -> dic
     return {"units": len(sorting.unit_ids), "spikes": int(sum(sorting.count_num_spikes_per_unit().values()))}
 
 
-def _processing(nwbfile, ctx: StepContext, segments: pd.DataFrame, pset: PostproSet) -> None:
+def _table(frame: pd.DataFrame, name: str, description: str, what: str):
+    """A DynamicTable from a frame: text columns as text, each column described."""
     from hdmf.common import DynamicTable
-    from pynwb import TimeSeries
 
-    module = nwbfile.create_processing_module(name="sorting", description="wisc-sorting: how units were made")
-    table = segments.copy()
-    for column in table.columns:
-        if not pd.api.types.is_numeric_dtype(table[column]):
-            table[column] = table[column].astype(str)
-    module.add(
-        DynamicTable.from_dataframe(
-            table.reset_index(drop=True),
-            name="segments",
-            table_description="the AP segment table: kept segments concatenated make the sorted recording",
-        )
+    frame = frame.reset_index(drop=True).copy()
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = frame[column].astype(str)
+    columns = [{"name": str(c), "description": f"{what} column {c}"} for c in frame.columns]
+    return DynamicTable.from_dataframe(frame, name=name, table_description=description, columns=columns)
+
+
+def _motion_tables(path: Path, step: str) -> list:
+    """The displacement (one row per time bin, one value per depth bin) and its depth bins: tables, not a
+    TimeSeries, since a short recording has fewer time bins than depth bins."""
+    from hdmf.common import DynamicTable, VectorData
+
+    with np.load(path, allow_pickle=False) as data:
+        displacement, times = data["displacement_seg0"], data["temporal_bins_s_seg0"]
+        depths = data["spatial_bins_um"]
+    columns = [
+        VectorData(name="time_s", description="centre of the time bin, s of the kept recording", data=times),
+        VectorData(name="displacement_um", description="displacement per depth bin (um)", data=displacement),
+    ]
+    depth = [VectorData(name="depth_um", description="depth of the bin's centre (um)", data=depths)]
+    return [
+        DynamicTable(name=step, description=f"{path.name}: motion of the kept recording", columns=columns),
+        DynamicTable(name=f"{step}_depth_bins", description=f"{path.name}: depth bins", columns=depth),
+    ]
+
+
+def _processing(nwbfile, ctx: StepContext, segments: pd.DataFrame, pset: PostproSet) -> None:
+    import yaml
+
+    module = nwbfile.create_processing_module(
+        name="ecephys", description="wisc-sorting: how the units were made"
     )
+    what = "the AP segment table: kept segments concatenated make the sorted recording"
+    module.add(_table(segments, "segments", what, "segments.htsv"))
     for step, name in MOTION_FILES.items():
-        path = ctx.sorting.preprocessing / name
-        if not path.is_file():
-            continue
-        with np.load(path, allow_pickle=False) as data:
-            displacement, times = data["displacement_seg0"], data["temporal_bins_s_seg0"]
-            depths = data["spatial_bins_um"]
-        module.add(TimeSeries(
-            name=f"{step}_displacement", data=displacement * 1e-6, unit="meters", timestamps=times,
-            description=f"{name}: displacement (time bins x depth bins) of the kept recording",
-            comments=f"depth bins (um): {json.dumps(np.round(depths, 3).tolist())}",
-        ))  # fmt: skip
+        if (ctx.sorting.preprocessing / name).is_file():
+            for table in _motion_tables(ctx.sorting.preprocessing / name, step):
+                module.add(table)
     records = [("opts.yaml", ctx.sorting.opts.read_text()), ("postpro_opts.yaml", pset.opts.read_text())]
-    records.append(("versions", json.dumps(package_versions())))
+    records.append(("versions", yaml.safe_dump(package_versions(), sort_keys=False)))
     for step in STEPS:
         manifest = read_manifest(ctx.sorting, step)
         if manifest is not None:
-            records.append((f"manifest {step}", json.dumps(manifest, default=str)))
-    provenance = pd.DataFrame(records, columns=["name", "text"])
-    module.add(
-        DynamicTable.from_dataframe(
-            provenance, name="provenance", table_description="options, versions and step manifests"
-        )
-    )
+            records.append((f"manifest {step}", yaml.safe_dump(manifest, sort_keys=False)))
+    provenance = pd.DataFrame(records, columns=["item", "text"])
+    module.add(_table(provenance, "provenance", "options, versions and step manifests (YAML)", "provenance"))
 
 
 def run(ctx: StepContext) -> None:

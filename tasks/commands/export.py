@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
+import yaml
+
 from tasks.execution.build import build, executor_name
 from tasks.execution.executors import get_executor
 from tasks.inputs.resolve import Target, sorting_dir
@@ -39,4 +41,10 @@ def run_export_cli(paths: Paths, targets: list[Target], args: argparse.Namespace
     for sorting in sortings:
         if sorting.path(NWB_FILE).exists():
             print(f"nwb: {sorting.path(NWB_FILE)}")
+        block = yaml.safe_load(sorting.opts.read_text()).get("nwb") or {}
+        if not {"species", "age"} <= set(block):
+            print(
+                f"for DANDI, add species (e.g. Mus musculus) and age (ISO 8601, e.g. P90D) to the nwb block "
+                f"of {sorting.opts} and export again (nwbinspector counts a missing age as critical)"
+            )
     return 0 if ok else 1
