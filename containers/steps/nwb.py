@@ -125,7 +125,18 @@ def _metrics(path: Path) -> pd.DataFrame:
     return table
 
 
+def _ragged(name: str, description: str, arrays: list[np.ndarray], dtype) -> list:
+    """A ragged column in one piece (a data array and its index): a day of spikes, not a list per unit."""
+    from hdmf.common import VectorData, VectorIndex
+
+    joined = np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
+    data = VectorData(name=name, description=description, data=joined)
+    ends = np.cumsum([len(a) for a in arrays], dtype=np.int64).astype(np.uint64)
+    return [data, VectorIndex(name=f"{name}_index", data=ends, target=data)]
+
+
 def _units(nwbfile, ctx, pset, segments: pd.DataFrame, n_electrodes: int) -> dict:
+    from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
     from pynwb.misc import Units
 
     sorting, index, waveforms, unit_name, ms_before = _load_units(ctx, pset)
@@ -135,31 +146,38 @@ def _units(nwbfile, ctx, pset, segments: pd.DataFrame, n_electrodes: int) -> dic
         raise RuntimeError(
             f"{pset.analyzer}: templates on {waveforms.shape[2]} channels, probe {n_electrodes}"
         )
-    missing = sorted(set(np.asarray(sorting.unit_ids).astype(np.int64)) - set(metrics.index) - set(index))
+    ids = [int(unit) for unit in sorting.unit_ids]
+    missing = sorted(set(ids) - set(metrics.index) - set(index))
     if missing:
         raise UserError(f"{pset.folder}: units {missing[:20]} lack metrics; rerun `wisc-sort postpro`")
-    nwbfile.units = Units(name="units", description="units after phy curation", waveform_rate=float(rate),
-                          waveform_unit=unit_name, waveform_time_before_peak_in_ms=ms_before,
-                          resolution=1.0 / rate)  # fmt: skip
-    nwbfile.add_unit_column(name="cluster_id", description="phy's cluster id")
-    nwbfile.add_unit_column(
-        name="spike_segment", description="row of processing/sorting/segments", index=True
-    )
-    nwbfile.add_unit_column(
-        name="spike_times_in_file", description="seconds within that row's file", index=True
-    )
+    frames = [np.asarray(sorting.get_unit_spike_train(unit), dtype=np.int64) for unit in sorting.unit_ids]
+    per_file = [_per_file(segments, unit_frames, rate) for unit_frames in frames]
+    region = DynamicTableRegion(
+        name="electrodes", description="the electrodes of each unit's mean waveform",
+        data=np.tile(np.arange(n_electrodes), len(ids)), table=nwbfile.electrodes,
+    )  # fmt: skip
+    columns = [
+        VectorData(name="cluster_id", description="phy's cluster id", data=np.asarray(ids, dtype=np.int64)),
+        *_ragged("spike_times", "seconds of the kept recording", [f / rate for f in frames], np.float64),
+        *_ragged("spike_segment", "row of processing/ecephys/segments", [r for r, _ in per_file], np.int64),
+        *_ragged("spike_times_in_file", "seconds within that file", [t for _, t in per_file], np.float64),
+        region,
+        VectorIndex(name="electrodes_index", data=np.arange(1, len(ids) + 1) * n_electrodes, target=region),
+        VectorData(name="waveform_mean", description="mean waveform (time x electrodes) of each unit",
+                   data=waveforms[[index[i] for i in ids]]),
+    ]  # fmt: skip
     for column in metrics.columns:
-        nwbfile.add_unit_column(name=column, description=f"{METRICS_CSV} column {column} ({pset.name})")
-    for unit in sorting.unit_ids:
-        unit_id = int(unit)
-        frames = np.asarray(sorting.get_unit_spike_train(unit), dtype=np.int64)
-        rows, in_file = _per_file(segments, frames, rate)
-        nwbfile.add_unit(
-            id=unit_id, cluster_id=unit_id, spike_times=frames / rate, spike_segment=rows,
-            spike_times_in_file=in_file, electrodes=list(range(n_electrodes)),
-            waveform_mean=waveforms[index[unit_id]], **metrics.loc[unit_id].to_dict(),
-        )  # fmt: skip
-    return {"units": len(sorting.unit_ids), "spikes": int(sum(sorting.count_num_spikes_per_unit().values()))}
+        values = metrics.loc[ids, column]
+        data = values.tolist() if values.dtype == object else values.to_numpy()
+        columns.append(
+            VectorData(name=column, description=f"{METRICS_CSV} {column} ({pset.name})", data=data)
+        )
+    nwbfile.units = Units(
+        name="units", id=ids, columns=columns, description="units after phy curation",
+        waveform_rate=float(rate), waveform_unit=unit_name, waveform_time_before_peak_in_ms=ms_before,
+        resolution=1.0 / rate,
+    )  # fmt: skip
+    return {"units": len(ids), "spikes": int(sum(len(f) for f in frames))}
 
 
 def _table(frame: pd.DataFrame, name: str, description: str, what: str):
@@ -216,7 +234,12 @@ def _processing(nwbfile, ctx: StepContext, segments: pd.DataFrame, pset: Postpro
 
 
 def run(ctx: StepContext) -> None:
-    from pynwb import NWBHDF5IO
+    try:
+        from pynwb import NWBHDF5IO
+    except ImportError:
+        raise UserError(
+            "pynwb is not installed where the nwb step runs: pip install -e '.[si]' (or rebuild the si image)"
+        ) from None
 
     name = nwb_set(ctx.opts)
     pset = PostproSet(ctx.sorting, name)
