@@ -40,15 +40,15 @@ def _nwbfile(ctx: StepContext, segments: pd.DataFrame, subject_info: dict):
 
     first, root = segments.iloc[0], ctx.sorting.root
     subject = Subject(
-        subject_id=str(first.get("subject", ctx.sorting.root.parent.name)),
+        subject_id=str(first.get("subject", root.parent.name)),
         species=subject_info.get("species"),
         sex=subject_info.get("sex", "U"),
         age=subject_info.get("age"),
-        description=f"subject of {ctx.sorting.root}",
+        description=f"subject of {root}",
     )
     return NWBFile(
-        session_description=f"spike sorting {ctx.sorting.root} ({segments['fname'].nunique()} files)",
-        identifier=f"wisc-sorting:{ctx.sorting.root}:{ctx.extra['signature']}",
+        session_description=f"spike sorting {root} ({segments['fname'].nunique()} files)",
+        identifier=f"wisc-sorting:{root}:{ctx.extra['signature']}",
         session_start_time=_session_start(segments),
         session_id=str(first.get("session", "")) or None,
         experiment_description=f"experiment {root.parents[2].name}, alias {root.parents[1].name}",
@@ -60,28 +60,31 @@ def _nwbfile(ctx: StepContext, segments: pd.DataFrame, subject_info: dict):
 
 
 def _electrodes(nwbfile, probe_file: Path) -> int:
-    """One row per channel of the preprocessed recording, in its order (the templates' channel order)."""
+    """One row per channel of the preprocessed recording, in channel order (the templates' channel order)."""
     import probeinterface
 
     group_of_probes = probeinterface.read_probeinterface(probe_file)
     device = nwbfile.create_device(name="Neuropixels", description="IMEC Neuropixels probe, SpikeGLX")
     nwbfile.add_electrode_column(name="channel_name", description="contact id after preprocessing")
-    count = 0
+    rows = []
     for index, probe in enumerate(group_of_probes.probes):
         group = nwbfile.create_electrode_group(
             name=f"probe{index}", description=str(probe.annotations.get("model_name", "probe")),
             location="unknown", device=device,
         )  # fmt: skip
-        ids = (
-            probe.contact_ids
-            if len(probe.contact_ids)
-            else [str(i) for i in range(probe.get_contact_count())]
+        n = probe.get_contact_count()
+        ids = probe.contact_ids if len(probe.contact_ids) else [str(i) for i in range(n)]
+        channels = probe.device_channel_indices
+        channels = np.arange(len(rows), len(rows) + n) if channels is None else channels
+        rows += [
+            (int(c), group, xy, str(i))
+            for c, xy, i in zip(channels, probe.contact_positions, ids, strict=True)
+        ]
+    for _, group, (x, y, *_), name in sorted(rows, key=lambda row: row[0]):
+        nwbfile.add_electrode(
+            group=group, location="unknown", rel_x=float(x), rel_y=float(y), channel_name=name
         )
-        for (x, y), name in zip(probe.contact_positions[:, :2], ids, strict=True):
-            nwbfile.add_electrode(group=group, location="unknown", rel_x=float(x), rel_y=float(y),
-                                  channel_name=str(name))  # fmt: skip
-            count += 1
-    return count
+    return len(rows)
 
 
 def _load_units(ctx: StepContext, pset: PostproSet):
