@@ -9,6 +9,7 @@ has limit 1, so a step with --n-jobs 2 would never start. luigid ignores a clien
 import os
 import sys
 
+from tasks.steps.export import ExportNwb  # noqa: F401  (NWB export after postprocessing)
 from tasks.steps.finalize import Finalize  # noqa: F401  (the end of the DAG)
 from tasks.steps.pipeline import TASKS, Pipeline, Preprocess, SetupSorting  # noqa: F401
 from tasks.steps.postpro import Postpro  # noqa: F401

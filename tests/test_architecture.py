@@ -82,6 +82,7 @@ def test_luigi_sees_the_pipeline_tasks_through_tasks_dag():
         "Preprocess",
         "Pipeline",
         "Postpro",
+        "ExportNwb",
     ):
         assert f"'{task}'" in names
     assert set(PACKAGES) == {"tasks", "containers"}

@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segments", help="print the files, exclusions and segment table of a sorting")
     _add_target(seg)
     seg.add_argument("--tsv", action="store_true", help="print only the segment table, as TSV")
+    seg.add_argument(
+        "--with-proposed", action="store_true", help="add the rows `scan-artifacts` proposed (yours win)"
+    )
+
+    scan = sub.add_parser("scan-artifacts", help="propose exclusions: flat, saturated, transient bouts")
+    _add_target(scan)
+    scan.add_argument("--opts", "--optionsPath", type=Path, help="options file with an `artifacts` block")
 
     sort = sub.add_parser("sort", help="set up a sorting and run its steps")
     _add_target(sort)
@@ -116,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--allow-uncurated", action="store_true", help="run although units lack a phy group")
     post.add_argument("--replace-opts", action="store_true", help="replace the set's postpro_opts.yaml")
     _add_images(sub)
+
+    nwb = sub.add_parser("export-nwb", help="write each sorting as one NWB file (after postprocessing)")
+    _add_target(nwb)
+    _add_run(nwb)
+    nwb.add_argument("--postpro", "--postproName", metavar="NAME", help="the set to export (first export)")
+    nwb.add_argument("--hypnogram-project", "--hypnogramProject", help="if postprocessing must rerun")
+    nwb.add_argument("--allow-uncurated", action="store_true", help="if postprocessing must rerun")
 
     demo = sub.add_parser("demo", help="generate a small SpikeGLX world and run the pipeline on it")
     demo.add_argument("--folder", type=Path, default=Path("demo"))
@@ -183,11 +197,29 @@ def cmd_segments(args: argparse.Namespace) -> int:
     paths = _paths(args)
     for target in _targets(args):
         resolved = resolve(paths, target)
+        note = ""
+        if args.with_proposed:
+            from tasks.commands.artifacts import with_proposed
+
+            resolved, proposed = with_proposed(resolved)
+            note = f" (with the exclusions proposed in {proposed})"
         if args.tsv:
             resolved.segments.to_csv(sys.stdout, sep="\t", index=False)
             continue
-        print_plan(resolved)
+        print_plan(resolved, note)
     return 0
+
+
+def cmd_export_nwb(args: argparse.Namespace) -> int:
+    from tasks.commands.export import run_export_cli
+
+    return run_export_cli(_paths(args), _targets(args), args)
+
+
+def cmd_scan_artifacts(args: argparse.Namespace) -> int:
+    from tasks.commands.artifacts import run_scan
+
+    return run_scan(_paths(args), _targets(args), args)
 
 
 def cmd_refresh_cache(args: argparse.Namespace) -> int:
@@ -280,6 +312,8 @@ COMMANDS = {
     "postpro": cmd_postpro,
 }
 COMMANDS["finalize"] = cmd_finalize
+COMMANDS["scan-artifacts"] = cmd_scan_artifacts
+COMMANDS["export-nwb"] = cmd_export_nwb
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,8 +64,18 @@ def experiment_file_table(paths: Paths, subject_name: str, experiment: str) -> t
     return exp, scan_subject(subject_name, folders)
 
 
-def resolve(paths: Paths, target: Target) -> Resolved:
-    """Everything a sorting is planned from. Raises UserError, writing nothing, on any bad input."""
+@dataclass
+class AliasFiles:
+    """The files of one target and where its exclusions live (read or not)."""
+
+    sorting: SortingDir
+    experiment_files: pd.DataFrame
+    files: pd.DataFrame
+    exclusions_file: Path
+
+
+def alias_files(paths: Paths, target: Target) -> AliasFiles:
+    """The alias's AP files of the probe, in order, and its exclusions file's path (which may not exist)."""
     projects = load_projects(paths.projects_file)
     sorting = SortingDir.locate(
         project_dir(projects, target.project), target.experiment, target.alias, target.subject, target.probe
@@ -84,6 +94,20 @@ def resolve(paths: Paths, target: Target) -> Resolved:
     exclusions_file = exclusions_path(
         project_dir(projects, paths.exclusions_project), target.experiment, target.subject, target.probe
     )
-    exclusions = read_exclusions(exclusions_file, table)
-    segments = build_segment_table(files, exclusions)
-    return Resolved(target, sorting, table, files, exclusions_file, exclusions, segments)
+    return AliasFiles(sorting, table, files, exclusions_file)
+
+
+def resolve(paths: Paths, target: Target) -> Resolved:
+    """Everything a sorting is planned from. Raises UserError, writing nothing, on any bad input."""
+    found = alias_files(paths, target)
+    exclusions = read_exclusions(found.exclusions_file, found.experiment_files)
+    segments = build_segment_table(found.files, exclusions)
+    return Resolved(
+        target,
+        found.sorting,
+        found.experiment_files,
+        found.files,
+        found.exclusions_file,
+        exclusions,
+        segments,
+    )

@@ -19,6 +19,7 @@ from tasks.options.sorting_schema import (  # noqa: F401  (re-exported: the sche
     _OLD_DRIFT_KEYS,
     _TDC,
     _TYPE_NAMES,
+    ARTIFACT_KEYS,
     CLEAN_KWARGS,
     DETECT_KWARGS,
     DRIFT_PARAMS,
@@ -27,6 +28,7 @@ from tasks.options.sorting_schema import (  # noqa: F401  (re-exported: the sche
     ESTIMATE_KWARGS,
     INTERPOLATE_KWARGS,
     LOCALIZE_KWARGS,
+    NWB_KEYS,
     OLD_INTERPOLATION,
     OLD_WAVEFORMS,
     ONCE_STEPS,
@@ -238,6 +240,13 @@ def _validate(data: dict, src: str) -> None:
     if sorter in SORTER_PARAMS:
         _check_map(src, "sorting.sorter_params", sorting.get("sorter_params") or {}, SORTER_PARAMS[sorter])
     _check_sorter_scaling(data, src)
+    _check_map(src, "artifacts", data.get("artifacts") or {}, ARTIFACT_KEYS)
+    for key, value in (data.get("artifacts") or {}).items():
+        if value <= 0 or (key.endswith("fraction") and value > 1):
+            _fail(
+                src, f"artifacts.{key}", f"{value} must be > 0" + (" and <= 1" if "fraction" in key else "")
+            )
+    _check_map(src, "nwb", data.get("nwb") or {}, NWB_KEYS)
 
 
 def _check_drift(src: str, path: str, params: dict) -> None:

@@ -129,7 +129,25 @@ SORTER_PARAMS: dict[str, dict[str, str]] = {
         scheme2_training_recording_sampling_mode:s scheme3_block_duration_sec:n freq_min:n freq_max:n
         filter:b whiten:b whitening_seed:n? delete_temporary_recording:b {_JOB}"""),
 }
-TOP_KEYS = _spec("engine:s preprocessing:l sorting:m")
+TOP_KEYS = _spec("engine:s preprocessing:l sorting:m artifacts:m nwb:m")
+# `artifacts`: thresholds of `wisc-sort scan-artifacts` (tasks/inputs/artifacts.py), each key optional (the
+# defaults below fill the rest). Counts are raw int16 ADC values of the .bin; no step signature reads them.
+ARTIFACT_KEYS = _spec("""window_s:n step_s:n refine_s:n flat_std:n flat_channel_fraction:n rail_fraction:n
+    saturated_fraction:n transient_threshold:n""")
+ARTIFACT_DEFAULTS: dict[str, float] = {
+    "window_s": 0.05,  # each read: this many seconds of every channel...
+    "step_s": 0.5,  # ...every step_s (10% of the data); a bout's edges are then refined to refine_s
+    "refine_s": 0.01,
+    "flat_std": 0.5,  # flat: a channel's standard deviation below this many counts...
+    "flat_channel_fraction": 0.9,  # ...on at least this fraction of the AP channels
+    "rail_fraction": 0.98,  # saturated: |value| >= rail_fraction * imMaxInt (the ADC's rail)...
+    "saturated_fraction": 0.2,  # ...for at least this fraction of all values of the window
+    "transient_threshold": 8.0,  # transient: |median over channels| > this x the channels' median noise
+}
+# `nwb`: what `wisc-sort export-nwb` (the nwb step) writes; `postpro` names the postprocessing set whose
+# units, metrics and waveforms the file carries; the subject's species (latin), sex (M, F, U, O) and age
+# (ISO 8601, e.g. P90D) go into the file's subject, as DANDI asks.
+NWB_KEYS = _spec("postpro:s species:s sex:s age:s")
 # `engine`: who computes the chain. Absent = spikeinterface (sortings made before the engine keep their
 # signatures); every shipped options file says torch.
 ENGINES = ("torch", "spikeinterface")

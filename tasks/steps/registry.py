@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import import_module
 from pathlib import Path
 
 import yaml
@@ -43,6 +44,11 @@ class Step:
     # A folder the step owns as a whole (superseded together), minus files other steps own.
     owns_folder: str | None = None
     not_owned: tuple[str, ...] = ()
+    when: Callable[[Options], bool] = field(default=lambda opts: True)  # which sortings call for it
+    # Inputs its signature covers besides opts.yaml, segments.htsv and upstream steps (e.g. a postprocessing
+    # set): "module:function" taking (SortingDir, opts), returning {name: signature}, computed from the
+    # sorting's files alone. Named, not imported: those modules import this one.
+    reads: str = ""
 
     @property
     def module_name(self) -> str:
@@ -53,7 +59,7 @@ class Step:
         return self.task or "".join(part.title() for part in self.name.split("_"))
 
     def applies(self, opts: Options) -> bool:
-        return not self.needs_motion or options_chain(opts).has_motion
+        return (not self.needs_motion or options_chain(opts).has_motion) and self.when(opts)
 
 
 SORT_OUTPUTS = (
@@ -61,6 +67,7 @@ SORT_OUTPUTS = (
     "si_output/sorter_output/spike_times.npy",
     "si_output/sorter_output/spike_clusters.npy",
 )
+NWB_FILE = "nwb/sorting.nwb"
 # phy writes these by hand-curation: manual work, never moved or overwritten without an explicit flag.
 CURATION_FILES = ("cluster_group.tsv", "cluster_info.tsv", "phy.log", ".phy")
 
@@ -172,6 +179,17 @@ for _step in [
         owns_folder="si_output/sorter_output",
         not_owned=("recording.dat",) + CURATION_FILES,
     ),
+    Step(
+        "nwb",
+        (NWB_FILE,),
+        lambda o: ("sort", "preprocessed_probe", *(("motion_clean",) if options_chain(o).has_motion else ())),
+        lambda o: {"nwb": o.get("nwb")},
+        "export the sorting to NWB",
+        task="Nwb",  # ExportNwb (tasks/steps/export.py) runs it after its postprocessing set
+        phase="export",
+        when=lambda o: bool((o.get("nwb") or {}).get("postpro")),
+        reads="tasks.steps.nwb_inputs:postpro_inputs",
+    ),
 ]:
     register(_step)
 
@@ -266,7 +284,14 @@ def expected(sorting: SortingDir, step: str, environment: str = "") -> Expected:
     Cached on the two files' (mtime, size), like `load_inputs`: treat the result as read-only.
     """
     inputs = (sorting.opts, _stamp(sorting.opts), sorting.segments, _stamp(sorting.segments))
-    return _expected(inputs, step, environment)
+    exp = _expected(inputs, step, environment)
+    reads = STEPS[step].reads if step in STEPS else ""
+    if not reads:
+        return exp
+    module, _, function = reads.partition(":")
+    more = getattr(import_module(module), function)(sorting, _read_inputs(*inputs)[0])
+    signature = digest({"signature": exp.signature, "reads": more})
+    return Expected(step, signature, exp.options, {**exp.upstream, **more}, environment)
 
 
 @lru_cache(maxsize=4096)
