@@ -14,15 +14,18 @@ from tasks.steps.finalize import make_request
 def run_finalize_cli(paths: Paths, targets: list[Target], args: argparse.Namespace) -> int:
     """Every input is checked before any is touched; then each is finalized (or its plan printed)."""
     requests = [make_request(paths, t, args.postpro, args.to, args.keep_recording_dat) for t in targets]
-    # One command per sorting (exit 10): the sorting and where it goes, held from the plan to the move.
-    roots = [r.source.root for r in requests] + [r.destination.root for r in requests]
-    with hold_sortings(roots):
-        return _finalize(requests, args)
-
-
-def _finalize(requests: list, args: argparse.Namespace) -> int:
-    plans = [plan_finalize(req) for req in requests]  # UserError here: nothing changed anywhere
-    check_room_together(plans)
-    for plan in plans:
-        print("\n".join(describe(plan) if args.dry_run else run_finalize(plan)))
+    # One command per sorting (exit 10): each sorting from its plan to the end of its move ...
+    with hold_sortings([r.source.root for r in requests]):
+        plans = [plan_finalize(req) for req in requests]  # UserError here: nothing changed anywhere
+        check_room_together(plans)
+        if args.dry_run:
+            for plan in plans:
+                print("\n".join(describe(plan)))
+            return 0
+        # ... and where it goes (two sortings could be finalized to one place): planned again under it.
+        with hold_sortings([r.destination.root for r in requests]):
+            plans = [plan_finalize(req) for req in requests]
+            check_room_together(plans)
+            for plan in plans:
+                print("\n".join(run_finalize(plan)))
     return 0

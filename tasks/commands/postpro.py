@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 
 from tasks.core.layout import SortingDir
-from tasks.core.locks import hold_sortings
+from tasks.core.locks import hold_sortings, notes
 from tasks.execution.build import build, executor_name
 from tasks.execution.executors import get_executor
 from tasks.inputs.resolve import Target, sorting_dir
@@ -20,7 +20,9 @@ def run_postpro_cli(paths: Paths, targets: list[Target], args: argparse.Namespac
     """`wisc-sort postpro`: check every target (options, hypnogram, curation) before anything runs."""
     get_executor(executor_name(args)).check(["postpro"], [{}])  # the engine up, the si image there
     sortings = [sorting_dir(paths, target) for target in targets]
-    with hold_sortings([s.root for s in sortings]):  # one command per sorting (exit 10)
+    with hold_sortings([s.root for s in sortings]) as held:  # one command per sorting (exit 10)
+        for line in notes(held):
+            print(line)
         return _run_postpro(sortings, targets, args)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tasks.core.errors import UserError, warn
+from tasks.core.errors import UserError
 
 # How `wisc-sort` exits when a sorting is held by another command (luigi's own code for "already running").
 BUSY_EXIT_CODE = 10
@@ -174,15 +174,19 @@ def sorting_lock_path(root: Path) -> Path:
 @contextmanager
 def hold_sortings(roots: list[Path]) -> Iterator[list[Held]]:
     """One command per sorting: hold every sorting's lock for the block, or raise Busy (exit 10) naming the
-    command that holds one (nothing is held then). A lock left by a dead process is taken over."""
+    command that holds one (nothing is held then). A lock left by a dead process is taken over quietly
+    (`notes` words it for a command that prints what it does)."""
     with ExitStack() as stack:
-        held = [
+        yield [
             stack.enter_context(hold(sorting_lock_path(root), f"sorting {root}"))
             for root in sorted({Path(r).absolute() for r in roots})
         ]
-        for item in held:
-            if item.taken_over:
-                warn(
-                    f"{item.path}: took over the lock of {item.taken_over}, which ended without releasing it"
-                )
-        yield held
+
+
+def notes(held: list[Held]) -> list[str]:
+    """`note: took over ...` for each lock whose last holder ended without releasing it."""
+    return [
+        f"note: {item.path.parent}: took over the lock of {item.taken_over}, which ended without releasing it"
+        for item in held
+        if item.taken_over
+    ]

@@ -59,9 +59,12 @@ def check_curation(sorting: SortingDir, discard: bool) -> None:
     if not found:
         return
     if not discard:
+        why = "options or inputs changed"
+        if manifest.status(sorting, "sort") == "partial":  # damaged outputs: said, never silently reused
+            why = f"outputs are damaged ({manifest.describe_partial(sorting, 'sort')})"
         raise UserError(
-            f"{sorting.sorter_output}: holds phy curation ({', '.join(found)}) of a sort whose options or "
-            "inputs changed; move it away, or rerun with --discard-curation to move it into si_output.bak/"
+            f"{sorting.sorter_output}: holds phy curation ({', '.join(found)}) of a sort whose {why}; "
+            "move it away, or rerun with --discard-curation to move it into si_output.bak/"
         )
     backup = sorting.root / "si_output.bak" / f"curation-{atomic.backup_stamp()}"
     backup.mkdir(parents=True, exist_ok=True)

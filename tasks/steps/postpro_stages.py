@@ -148,7 +148,32 @@ def read_stage_manifest(pset: PostproSet, stage: str) -> dict | None:
 def write_stage_manifest(pset: PostproSet, exp: Expected, started: str, extra: dict | None = None) -> None:
     """Record a finished stage: call after its outputs are in place (manifest last)."""
     record = finished_record(exp, list(stage_outputs(exp.step)), started, extra)
-    atomic.write_json(pset.manifest(exp.step), {"step": pset.step, "stage": exp.step, **record})
+    files = stage_files(pset, exp.step)
+    atomic.write_json(
+        pset.manifest(exp.step), {"step": pset.step, "stage": exp.step, **record, "files": files}
+    )
+
+
+def stage_files(pset: PostproSet, stage: str) -> dict[str, int]:
+    """Every file a stage's outputs hold (in its folders too), with its size: a truncated one shows."""
+    files: dict[str, int] = {}
+    for rel in stage_outputs(stage):
+        path = pset.folder / rel
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for item in found:
+            files[item.relative_to(pset.folder).as_posix()] = item.stat().st_size
+    return files
+
+
+def _files_intact(pset: PostproSet, recorded: object) -> bool:
+    """The sizes a stage's manifest recorded still hold (manifests made before they were recorded: yes)."""
+    if not isinstance(recorded, dict):
+        return True
+    for rel, size in recorded.items():
+        path = pset.folder / rel
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
 
 
 def stage_status(pset: PostproSet, stage: str, exp: Expected) -> str:
@@ -157,6 +182,6 @@ def stage_status(pset: PostproSet, stage: str, exp: Expected) -> str:
     present = [(pset.folder / rel).exists() for rel in stage_outputs(stage)]
     if manifest is None:
         return "partial" if any(present) else "missing"
-    if not all(present):
+    if not all(present) or not _files_intact(pset, manifest.get("files")):
         return "partial"
     return "done" if manifest.get("signature") == exp.signature else "stale"
