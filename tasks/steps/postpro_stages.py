@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tasks.core import atomic
-from tasks.core.layout import SortingDir
+from tasks.core.layout import SortingDir, plain_name
 from tasks.core.manifest import finished_record, read_manifest
 from tasks.options.postpro import EXTENSIONS, QUALITY_METRICS, state_metric_names
 from tasks.phy.curation import curation_hash
@@ -38,6 +38,9 @@ STAGE_CODE_VERSION = {"analyzer": 1, "extension": 1, "metrics": 1, "states": 1, 
 class PostproSet:
     sorting: SortingDir
     name: str
+
+    def __post_init__(self) -> None:
+        plain_name(self.name, "postprocessing set")  # `--postpro ../x` must not leave the sorting
 
     @property
     def folder(self) -> Path:

@@ -16,7 +16,7 @@ from tasks.core.manifest import status
 from tasks.execution.base import step_lock
 from tasks.steps.registry import PREPRO_STEPS
 from tests.support.cli import WISC_SORT
-from tests.support.cli_world import build_cli_world, snapshot
+from tests.support.cli_world import build_cli_world, contents, snapshot
 from tests.support.holders import holder_process, lock_holder_pid
 from tests.support.pipeline_world import copy_sorting, edit_drift, wait_until
 
@@ -47,12 +47,6 @@ def wisc_sort(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.Co
     return subprocess.run(
         [WISC_SORT, *argv], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout
     )
-
-
-def contents(root: Path) -> dict:
-    """Every path under `root` with its kind, size and a file's mtime (folders' mtimes move when a lock
-    file comes and goes)."""
-    return {k: v if v[0] == "file" else v[:2] for k, v in snapshot(root).items()}
 
 
 def assert_busy(result: subprocess.CompletedProcess, root: Path, pid: int) -> None:
