@@ -53,6 +53,8 @@ def fingerprint(bin_path: Path) -> dict:
 
 
 def _paths(segments: pd.DataFrame) -> list[str]:
+    if "path" not in segments:  # a table without raw files (a test's, a plugin's): nothing to compare
+        return []
     return list(dict.fromkeys(str(p) for p in segments["path"]))
 
 
@@ -74,12 +76,12 @@ def _when(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="seconds")
 
 
-def _bin_change(path: Path, size: int, mtime_ns: int | None) -> str:
+def _bin_change(path: Path, size: int | None, mtime_ns: int | None) -> str:
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return f"{path}: gone"
-    if st.st_size != size:
+    if size is not None and st.st_size != size:
         verb = "grew" if st.st_size > size else "shrank"
         return f"{path}: {verb} from {size:,} to {st.st_size:,} bytes"
     if mtime_ns is not None and abs(st.st_mtime_ns - mtime_ns) > 1000:
@@ -113,18 +115,22 @@ def _from_segments(segments: pd.DataFrame) -> dict[str, dict]:
     """A record from the segment table's columns (sortings made before raw_files.json)."""
     files = {}
     for row in segments.drop_duplicates("path").itertuples(index=False):
-        mtime = getattr(row, "binMtime", None)
+        mtime, size = getattr(row, "binMtime", None), getattr(row, "binSize", None)
         files[str(row.path)] = {
-            "size": int(row.binSize),
+            "size": None if size is None or pd.isna(size) else int(size),
             "mtime_ns": None if mtime is None or pd.isna(mtime) else round(float(mtime) * 1e9),
             "meta_sha256": None,
-            "meta": {k: str(getattr(row, k)) for k in META_FIELDS if k != "fileCreateTime"},
+            "meta": {
+                k: str(getattr(row, k)) for k in META_FIELDS if k != "fileCreateTime" and hasattr(row, k)
+            },
         }
     return files
 
 
 def raw_changes(sorting: SortingDir, segments: pd.DataFrame) -> list[str]:
     """One line per raw file of `segments` (the sorting's table) that differs from what the sorting saw."""
+    if not _paths(segments):
+        return []
     record = read_record(sorting)
     files = record["files"] if record is not None else _from_segments(segments)
     changes = []
