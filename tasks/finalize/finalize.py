@@ -30,7 +30,7 @@ from tasks.finalize.relocate import (
 )
 from tasks.phy.curation import require_curated
 from tasks.phy.params import check_params, rewrite_dat_path
-from tasks.phy.validation import SortFailed, read_params
+from tasks.phy.validation import require_whole_sort
 from tasks.settings import disk_reserve_bytes
 from tasks.steps.postpro_state import postpro_status
 
@@ -101,19 +101,7 @@ class Plan:
 def _check_preconditions(req: Request) -> None:
     """The refusals of a fresh finalize, each one line, before anything changes."""
     src = req.source
-    sort_state = manifest.status(src, "sort")
-    if sort_state in ("partial", "missing"):  # a damaged sort is never moved home as if it were whole
-        detail = f" ({manifest.describe_partial(src, 'sort')})" if sort_state == "partial" else ""
-        raise UserError(
-            f"{src.sorter_output}: the sort is {sort_state}{detail}; rerun it (wisc-sort sort), curate and "
-            "postprocess, then finalize"
-        )
-    try:
-        read_params(src.path(PARAMS))
-    except SortFailed as err:
-        raise UserError(
-            f"{err}; nothing was changed: rerun the sort (wisc-sort sort) or restore params.py"
-        ) from None
+    require_whole_sort(src)
     require_curated(src.sorter_output)
     state = postpro_status(src, req.postpro)
     if state != "done":
