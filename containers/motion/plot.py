@@ -49,7 +49,7 @@ def plot_motion_summary(
         shown = f"{keep.size / len(peaks):.1%} of {len(peaks):,} peaks (random)"
 
     fig = Figure(figsize=FIGSIZE_IN, layout="constrained")
-    fig.suptitle(title)
+    fig.suptitle(title, parse_math=False)  # a path is text: `$` in a folder name is not mathtext
     (ax_raw, ax_corr), (ax_time, ax_probe) = fig.subplots(2, 2)
     ax_corr.sharex(ax_raw)
     ax_corr.sharey(ax_raw)

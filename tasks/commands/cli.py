@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserError as err:
         print(f"wisc-sort: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)  # 10: the sorting is held by another command
     except KeyboardInterrupt:
         print("wisc-sort: interrupted; completed steps are kept, rerun to resume", file=sys.stderr)
         return 130

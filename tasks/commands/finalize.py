@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tasks.core.locks import hold_sortings
 from tasks.finalize.finalize import check_room_together, describe, plan_finalize, run_finalize
 from tasks.inputs.resolve import Target
 from tasks.settings import Paths
@@ -13,8 +14,18 @@ from tasks.steps.finalize import make_request
 def run_finalize_cli(paths: Paths, targets: list[Target], args: argparse.Namespace) -> int:
     """Every input is checked before any is touched; then each is finalized (or its plan printed)."""
     requests = [make_request(paths, t, args.postpro, args.to, args.keep_recording_dat) for t in targets]
-    plans = [plan_finalize(req) for req in requests]  # UserError here: nothing changed anywhere
-    check_room_together(plans)
-    for plan in plans:
-        print("\n".join(describe(plan) if args.dry_run else run_finalize(plan)))
+    # One command per sorting (exit 10): each sorting from its plan to the end of its move ...
+    with hold_sortings([r.source.root for r in requests]):
+        plans = [plan_finalize(req) for req in requests]  # UserError here: nothing changed anywhere
+        check_room_together(plans)
+        if args.dry_run:
+            for plan in plans:
+                print("\n".join(describe(plan)))
+            return 0
+        # ... and where it goes (two sortings could be finalized to one place): planned again under it.
+        with hold_sortings([r.destination.root for r in requests]):
+            plans = [plan_finalize(req) for req in requests]
+            check_room_together(plans)
+            for plan in plans:
+                print("\n".join(run_finalize(plan)))
     return 0

@@ -5,7 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.core.errors import UserError
+
 PIPELINE_DIR = ".pipeline"
+
+
+def plain_name(value: object, what: str) -> str:
+    """A name that becomes one folder or file of a path (project layout, postprocessing set). Spaces, quotes,
+    `$(...)`, `;` and non-ASCII are plain data (no path ever goes through a shell); empty, `.`, `..` and
+    anything holding `/` would put files outside the project roots: a one-line UserError."""
+    text = str(value)
+    if text.strip() in ("", ".", "..") or "/" in text or "\0" in text:
+        raise UserError(
+            f"{what} {text!r} is not a plain folder name (empty, '.', '..' or holding '/'): it would put "
+            "files outside the project roots; rename it"
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -16,7 +31,10 @@ class SortingDir:
 
     @classmethod
     def locate(cls, project_dir: Path, experiment: str, alias: str, subject: str, probe: str) -> SortingDir:
-        return cls(Path(project_dir) / experiment / alias / subject / f"sorting.{probe}")
+        names = [
+            plain_name(v, w) for v, w in ((experiment, "experiment"), (alias, "alias"), (subject, "subject"))
+        ]
+        return cls(Path(project_dir).joinpath(*names, f"sorting.{plain_name(probe, 'probe')}"))
 
     @property
     def opts(self) -> Path:

@@ -36,9 +36,10 @@ def now() -> str:
 def read_manifest(sorting: SortingDir, step: str) -> dict | None:
     path = sorting.manifest(step)
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):  # not JSON, not UTF-8: a damaged manifest proves nothing
         return None
+    return data if isinstance(data, dict) else None
 
 
 def finished_record(exp: Expected, outputs: object, started: str, extra: dict | None = None) -> dict:
@@ -92,14 +93,21 @@ def status(sorting: SortingDir, step: str, environment: str | None = None) -> st
 
 
 def describe_partial(sorting: SortingDir, step: str) -> str:
-    """What an interrupted run left: which outputs are missing or empty (for a one-line warning)."""
+    """What an interrupted run or a damaged output left: which outputs are missing, empty or not the size
+    the manifest recorded (for a one-line warning)."""
+    recorded = (read_manifest(sorting, step) or {}).get("outputs", {})
     problems = []
     for rel in STEPS[step].outputs:
         path = sorting.path(rel)
+        size = recorded.get(rel, {}).get("size") if isinstance(recorded, dict) else None
         if not path.exists():
             problems.append(f"{path.name} missing")
         elif path.stat().st_size == 0:
             problems.append(f"{path.name} empty")
+        elif size is not None and path.stat().st_size != size:
+            problems.append(f"{path.name} is {path.stat().st_size:,} bytes, its manifest says {size:,}")
+    if not problems and sorting.manifest(step).exists() and not recorded:
+        return "its manifest is damaged: not a JSON object"
     return ", ".join(problems) or "no manifest (the run did not finish)"
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import abc
-import fcntl
 import json
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from tasks.core.layout import SortingDir
+from tasks.core.locks import Busy, hold
 from tasks.core.threads import thread_env
 
 ProgressCallback = Callable[[float, str], None]
@@ -24,13 +24,13 @@ class StepFailed(RuntimeError):
 
 @contextmanager
 def step_lock(sorting: SortingDir, step: str) -> Iterator[None]:
-    """Host-local guard: one process at a time runs a given step of a given sorting."""
-    sorting.pipeline.mkdir(parents=True, exist_ok=True)
-    with open(sorting.pipeline / f"{step}.lock", "w") as handle:
+    """One process at a time runs a given step of a given sorting (re-entrant within a process: the task
+    holds it from superseding old outputs to the manifest). Busy: StepFailed naming the holder."""
+    with ExitStack() as stack:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise StepFailed(f"{sorting.root}: step {step} is already running in another process") from err
+            stack.enter_context(hold(sorting.pipeline / f"{step}.lock", f"step {step} of {sorting.root}"))
+        except Busy as err:
+            raise StepFailed(str(err)) from None
         yield
 
 

@@ -12,6 +12,7 @@ import luigi.configuration
 
 from tasks import settings
 from tasks.execution.gpu import gpu_resource_name, visible_devices
+from tasks.execution.luigi_config import pinned
 from tasks.execution.scheduler import client_scheduler_url
 
 
@@ -48,8 +49,7 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
     def _collect(task: luigi.Task, exception: BaseException) -> None:
         failures.append(f"{task.task_family} failed: {exception}")
 
-    # Without keep_alive a worker whose sort waits for GPU units exits at once (LUIGI.md).
-    added = set_missing("worker", {"keep_alive": "true"})
+    added: list[tuple[str, str]] = []
     kwargs: dict = {"workers": args.workers, "detailed_summary": True, "log_level": "CRITICAL"}
     scheduler_url = client_scheduler_url(args)
     if scheduler_url:
@@ -59,7 +59,8 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
         added += ensure_local_resources()
         kwargs["local_scheduler"] = True
     try:
-        result = luigi.build(tasks, **kwargs)
+        with pinned():  # keep-alive, completion checks, no retry loop: whatever luigi.cfg says, or lacks
+            result = luigi.build(tasks, **kwargs)
     finally:
         luigi.Task.remove_event_handler(luigi.Event.FAILURE, _collect)
         for section, name in added:  # this run's defaults, not the process's: later runs read luigi.cfg again

@@ -128,6 +128,8 @@ class DockerExecutor(Executor):
         entrypoint: list[str] | None = None,
     ) -> int:
         """Run one container to its end, streaming its output; stop and remove it whatever happens."""
+        from docker.types import Mount
+
         client = docker_client()
         device_requests, env = gpu_request(env)
         container = client.containers.create(
@@ -136,7 +138,11 @@ class DockerExecutor(Executor):
             name=name,
             user=self.user,
             environment=env,
-            volumes=volumes,
+            # Structured mounts, not "src:dst:mode" strings: a path with ':' or ',' stays one path.
+            mounts=[
+                Mount(spec["bind"], host, type="bind", read_only=spec.get("mode") == "ro")
+                for host, spec in volumes.items()
+            ],
             device_requests=device_requests,
             labels={
                 LABEL: command[0],

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 
 from tasks.core.layout import SortingDir
-from tasks.execution.base import Executor, StepFailed, relay_stream, step_flags  # noqa: F401  (re-exported)
+from tasks.execution.base import Executor, StepFailed, relay_stream, step_flags, step_lock  # noqa: F401  (re-exported)
 
 
 def _die_with_parent() -> None:

@@ -30,6 +30,7 @@ from tasks.finalize.relocate import (
 )
 from tasks.phy.curation import require_curated
 from tasks.phy.params import check_params, rewrite_dat_path
+from tasks.phy.validation import require_whole_sort
 from tasks.settings import disk_reserve_bytes
 from tasks.steps.postpro_state import postpro_status
 
@@ -100,6 +101,7 @@ class Plan:
 def _check_preconditions(req: Request) -> None:
     """The refusals of a fresh finalize, each one line, before anything changes."""
     src = req.source
+    require_whole_sort(src)
     require_curated(src.sorter_output)
     state = postpro_status(src, req.postpro)
     if state != "done":

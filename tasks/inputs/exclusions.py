@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.core.errors import UserError
+from tasks.core.layout import plain_name
 from tasks.inputs.projects import read_user_text
 
 COLUMNS = ["fname", "withinFileStartTime", "withinFileEndTime", "type"]
@@ -21,7 +22,10 @@ HEADER = "\t".join(COLUMNS)
 
 
 def exclusions_path(exclusions_project_dir: Path, experiment: str, subject: str, probe: str) -> Path:
-    return Path(exclusions_project_dir) / experiment / subject / f"{probe}.ap.artifacts.htsv"
+    folder = (
+        Path(exclusions_project_dir) / plain_name(experiment, "experiment") / plain_name(subject, "subject")
+    )
+    return folder / f"{plain_name(probe, 'probe')}.ap.artifacts.htsv"
 
 
 def empty_exclusions() -> pd.DataFrame:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.core.errors import UserError
+from tasks.core.layout import plain_name
 from tasks.options.postpro import STATE_MAP
 
 HYPNOGRAM_NAME = "hypnogram.htsv"
@@ -21,7 +22,12 @@ COLUMNS = ("state", "start_time", "end_time")
 
 
 def hypnogram_path(project_dir: Path, experiment: str, subject: str) -> Path:
-    return Path(project_dir) / experiment / subject / HYPNOGRAM_NAME
+    return (
+        Path(project_dir)
+        / plain_name(experiment, "experiment")
+        / plain_name(subject, "subject")
+        / HYPNOGRAM_NAME
+    )
 
 
 def read_hypnogram(path: Path) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from tasks.core.errors import UserError, warn
+from tasks.core.layout import plain_name
 from tasks.inputs.projects import read_user_text
 from tasks.options.sorting import (
     _StrictLoader,  # refuses duplicate keys: a repeated alias must not win silently
@@ -91,6 +92,7 @@ def list_subjects(subjects_dir: Path) -> list[str]:
 
 def subject_path(subjects_dir: Path, name: str) -> Path:
     subjects_dir = Path(subjects_dir)
+    plain_name(name, "subject")  # `--input ../x,imec0` must not read a file outside the subjects folder
     found = [subjects_dir / f"{name}{s}" for s in SUFFIXES if (subjects_dir / f"{name}{s}").is_file()]
     if len(found) > 1:
         raise UserError(f"subject `{name}` has two files, {found[0]} and {found[1]}; keep one.")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tasks.core.layout import SortingDir
 
 # What phy needs from params.py to open the data; Kilosort and our exporter write all of them.
 PARAMS_KEYS = ("dat_path", "n_channels_dat", "dtype", "offset", "sample_rate", "hp_filtered")
@@ -94,3 +98,24 @@ def validate_sorter_output(folder: Path, n_samples: int | None) -> SortSummary:
             )
     n_units = int(np.unique(clusters).size) if clusters.size else 0
     return SortSummary(n_spikes=int(times.size), n_units=n_units)
+
+
+def require_whole_sort(sorting: SortingDir) -> None:
+    """A sort moved home or built on must be whole: its outputs as its manifest recorded them, params.py
+    readable. One-line UserError otherwise (a damaged sort is never used as if it were complete)."""
+    from tasks.core import manifest
+    from tasks.core.errors import UserError
+
+    state = manifest.status(sorting, "sort")
+    if state in ("partial", "missing"):
+        detail = f" ({manifest.describe_partial(sorting, 'sort')})" if state == "partial" else ""
+        raise UserError(
+            f"{sorting.sorter_output}: the sort is {state}{detail}; rerun it (wisc-sort sort), curate and "
+            "postprocess, then finalize"
+        )
+    try:
+        read_params(sorting.sorter_output / "params.py")
+    except SortFailed as err:
+        raise UserError(
+            f"{err}; nothing was changed: rerun the sort (wisc-sort sort) or restore params.py"
+        ) from None

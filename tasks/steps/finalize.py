@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import luigi
 
+from tasks.core.locks import hold_sortings
 from tasks.finalize.finalize import (
     Request,
     finalize_one,
@@ -62,7 +63,10 @@ class Finalize(SortingTask):
         return FinalizedTarget(self.request())
 
     def run(self):
-        lines = finalize_one(self.request())
+        request = self.request()
+        # Like `wisc-sort finalize`: nothing else works on the sorting, or where it goes, during the move.
+        with hold_sortings([request.source.root, request.destination.root]):
+            lines = finalize_one(request)
         self.set_status_message("; ".join(lines))
 
     def on_failure(self, exception):

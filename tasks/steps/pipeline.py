@@ -13,8 +13,9 @@ from tasks.core import atomic, manifest
 from tasks.core.errors import UserError, warn
 from tasks.core.layout import SortingDir
 from tasks.core.manifest import is_complete, supersede
-from tasks.execution.executors import StepFailed, get_executor, step_flags
+from tasks.execution.executors import StepFailed, get_executor, step_flags, step_lock
 from tasks.execution.gpu import GpuTaskMixin, engine_device, gpu_units
+from tasks.inputs.raw_check import check_unchanged
 from tasks.inputs.resolve import Target, resolve
 from tasks.inputs.segments import kept_hours as segments_kept_hours
 from tasks.settings import load_paths
@@ -58,9 +59,12 @@ def check_curation(sorting: SortingDir, discard: bool) -> None:
     if not found:
         return
     if not discard:
+        why = "options or inputs changed"
+        if manifest.status(sorting, "sort") == "partial":  # damaged outputs: said, never silently reused
+            why = f"outputs are damaged ({manifest.describe_partial(sorting, 'sort')})"
         raise UserError(
-            f"{sorting.sorter_output}: holds phy curation ({', '.join(found)}) of a sort whose options or "
-            "inputs changed; move it away, or rerun with --discard-curation to move it into si_output.bak/"
+            f"{sorting.sorter_output}: holds phy curation ({', '.join(found)}) of a sort whose {why}; "
+            "move it away, or rerun with --discard-curation to move it into si_output.bak/"
         )
     backup = sorting.root / "si_output.bak" / f"curation-{atomic.backup_stamp()}"
     backup.mkdir(parents=True, exist_ok=True)
@@ -118,6 +122,9 @@ class SetupSorting(SortingTask):
 
     def run(self):
         prepare_sorting(resolve(load_paths(), self.target), self.opts)
+
+
+RAW_PHASES = ("prepro", "write")  # the steps that read the raw files
 
 
 class StepTask(GpuTaskMixin, SortingTask):
@@ -182,6 +189,20 @@ class StepTask(GpuTaskMixin, SortingTask):
         sorting = self.sorting
         if self.set_tracking_url is not None:  # the web view's "track progress" button opens the log
             self.set_tracking_url(sorting.log(self.step).as_uri())
+        # Held from the look at old outputs to the manifest: another process running this step is never
+        # disturbed (its outputs are not moved away under it) and the step never runs twice at once.
+        with step_lock(sorting, self.step):
+            self._supersede_and_run(sorting, extra_env, records, device)
+
+    def _supersede_and_run(
+        self,
+        sorting: SortingDir,
+        extra_env: dict[str, str] | None,
+        records: dict[str, str] | None,
+        device: str,
+    ) -> None:
+        if STEPS[self.step].phase in RAW_PHASES:  # `luigi --module` skips wisc-sort's setup check
+            check_unchanged(sorting)
         state = manifest.status(sorting, self.step)
         detail = manifest.describe_partial(sorting, self.step) if state == "partial" else ""
         backup = supersede(sorting, self.step)

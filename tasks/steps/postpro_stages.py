@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tasks.core import atomic
-from tasks.core.layout import SortingDir
+from tasks.core.layout import SortingDir, plain_name
 from tasks.core.manifest import finished_record, read_manifest
 from tasks.options.postpro import EXTENSIONS, QUALITY_METRICS, state_metric_names
 from tasks.phy.curation import curation_hash
@@ -38,6 +38,9 @@ STAGE_CODE_VERSION = {"analyzer": 1, "extension": 1, "metrics": 1, "states": 1, 
 class PostproSet:
     sorting: SortingDir
     name: str
+
+    def __post_init__(self) -> None:
+        plain_name(self.name, "postprocessing set")  # `--postpro ../x` must not leave the sorting
 
     @property
     def folder(self) -> Path:
@@ -148,7 +151,32 @@ def read_stage_manifest(pset: PostproSet, stage: str) -> dict | None:
 def write_stage_manifest(pset: PostproSet, exp: Expected, started: str, extra: dict | None = None) -> None:
     """Record a finished stage: call after its outputs are in place (manifest last)."""
     record = finished_record(exp, list(stage_outputs(exp.step)), started, extra)
-    atomic.write_json(pset.manifest(exp.step), {"step": pset.step, "stage": exp.step, **record})
+    files = stage_files(pset, exp.step)
+    atomic.write_json(
+        pset.manifest(exp.step), {"step": pset.step, "stage": exp.step, **record, "files": files}
+    )
+
+
+def stage_files(pset: PostproSet, stage: str) -> dict[str, int]:
+    """Every file a stage's outputs hold (in its folders too), with its size: a truncated one shows."""
+    files: dict[str, int] = {}
+    for rel in stage_outputs(stage):
+        path = pset.folder / rel
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for item in found:
+            files[item.relative_to(pset.folder).as_posix()] = item.stat().st_size
+    return files
+
+
+def _files_intact(pset: PostproSet, recorded: object) -> bool:
+    """The sizes a stage's manifest recorded still hold (manifests made before they were recorded: yes)."""
+    if not isinstance(recorded, dict):
+        return True
+    for rel, size in recorded.items():
+        path = pset.folder / rel
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
 
 
 def stage_status(pset: PostproSet, stage: str, exp: Expected) -> str:
@@ -157,6 +185,6 @@ def stage_status(pset: PostproSet, stage: str, exp: Expected) -> str:
     present = [(pset.folder / rel).exists() for rel in stage_outputs(stage)]
     if manifest is None:
         return "partial" if any(present) else "missing"
-    if not all(present):
+    if not all(present) or not _files_intact(pset, manifest.get("files")):
         return "partial"
     return "done" if manifest.get("signature") == exp.signature else "stale"

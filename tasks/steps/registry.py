@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
 from tasks.options.chain import options_chain
 
@@ -251,9 +252,27 @@ def _parse_options(text: str) -> Options:
     return yaml.load(text, Loader=_SAFE_LOADER) or {}
 
 
+def _options_of(opts_path: Path) -> Options:
+    """The sorting's opts.yaml as a mapping; broken by hand: one line naming the file, line and remedy."""
+    try:
+        opts = _parse_options(opts_path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(
+            f"{opts_path}: malformed YAML{where} ({getattr(err, 'problem', None) or 'unparseable'}); fix the "
+            "file (earlier copies are in opts.bak/ beside it, if it was ever replaced)"
+        ) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{opts_path}: not UTF-8 text; fix the file or restore it from opts.bak/") from None
+    if not isinstance(opts, dict):
+        raise UserError(f"{opts_path}: holds a {type(opts).__name__}, not a mapping of options; fix the file")
+    return opts
+
+
 @lru_cache(maxsize=256)
 def _read_inputs(opts_path: Path, opts_stamp: tuple, segments_path: Path, segments_stamp: tuple):
-    opts = _parse_options(opts_path.read_text())
+    opts = _options_of(opts_path)
     segments_sig = hashlib.sha256(segments_path.read_bytes()).hexdigest()[:16]
     return opts, segments_sig
 

@@ -11,10 +11,20 @@ import yaml
 from tasks.core import atomic
 from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
+from tasks.core.manifest import supersede
+from tasks.inputs.raw_check import (
+    describe_changes,
+    raw_changes,
+    read_record,
+    record_path,
+    refuse_changes,
+    write_record,
+)
 from tasks.inputs.resolve import Resolved
 from tasks.inputs.segments import SEGMENT_COLUMNS, read_segments, write_segments
 from tasks.options.adopt import adopt_options
 from tasks.options.sorting import dump_options, load_sorting_options, parse_sorting_options
+from tasks.steps.registry import STEPS
 
 EXCLUSION_COLUMNS = ["fname", "withinFileStartTime", "withinFileEndTime", "type"]
 
@@ -59,6 +69,10 @@ def _read_exclusions_copy(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"fname": str, "type": str})
 
 
+def _table_text(segments: pd.DataFrame) -> str:
+    return segments.to_csv(sep="\t", index=False)
+
+
 def write_exclusions_copy(exclusions: pd.DataFrame, path: Path) -> None:
     with atomic.atomic_path(path) as tmp:
         exclusions[EXCLUSION_COLUMNS].to_csv(tmp, sep="\t", index=False)
@@ -94,9 +108,18 @@ def prepare_sorting(
     report.created = adoption.write and not adoption.replaces
 
     write_segs = not sorting.segments.exists()
+    raw_changed: list[str] = []
     if not write_segs:
         stored = read_segments(sorting.segments)
-        if _segments_key(stored) != _segments_key(resolved.segments):
+        raw_changed = raw_changes(sorting, stored)  # before any compute: the files the sorting was made from
+        if raw_changed and not refresh_segments:
+            refuse_changes(sorting, raw_changed)
+        if raw_changed:
+            report.messages.append(
+                f"{describe_changes(sorting, raw_changed)}: segments refreshed, every step reruns"
+            )
+            write_segs = True
+        elif _segments_key(stored) != _segments_key(resolved.segments):
             changes = []
             if sorting.exclusions.exists():
                 changes = exclusions_diff(_read_exclusions_copy(sorting.exclusions), resolved.exclusions)
@@ -114,9 +137,18 @@ def prepare_sorting(
     sorting.root.mkdir(parents=True, exist_ok=True)
     if write_segs:
         if sorting.segments.exists():
-            _backup(sorting, "segments", [sorting.segments, sorting.exclusions])
+            _backup(sorting, "segments", [sorting.segments, sorting.exclusions, record_path(sorting)])
+        same_table = (
+            sorting.segments.exists() and _table_text(resolved.segments) == sorting.segments.read_text()
+        )
         write_segments(resolved.segments, sorting.segments)
         write_exclusions_copy(resolved.exclusions, sorting.exclusions)
+        write_record(sorting, resolved.segments)
+        if raw_changed and same_table:  # a .meta edit the table does not show: the signatures cannot tell
+            for step in STEPS:
+                supersede(sorting, step)
+    elif read_record(sorting) is None:  # a sorting made before the record: what it was made from, now
+        write_record(sorting, read_segments(sorting.segments))
     if adoption.write:
         if adoption.replaces:
             report.messages.append(

@@ -220,3 +220,22 @@ def test_the_container_gets_the_curation_override(si_image, sorted_run, demo_wor
     assert "lack a group" in sorting.log(pset.step).read_text()
     DockerExecutor().run(pset.step, sorting, 1, flags=step_flags(allow_uncurated=True))
     assert (pset.folder / "metrics.csv").exists()
+
+
+def test_hostile_paths_reach_the_container_as_data(si_image, tmp_path):
+    """A sorting path with ':' and ',' (which break docker's "src:dst:mode" strings), quotes, `$(...)`, `;`
+    and non-ASCII: mounted as a structured bind mount, passed as one argument (exec form, no shell)."""
+    from tasks.execution.docker import DockerExecutor
+
+    root = tmp_path / "proj a:b,c 'q' $(touch PWNED); ü" / "sorting.imec0"
+    root.mkdir(parents=True)
+    log = tmp_path / "hostile.log"
+    script = "import os, sys; p = sys.argv[1]; open(os.path.join(p, 'seen.txt'), 'w').write(repr(p))"
+    with open(log, "wb") as sink:
+        code = DockerExecutor().run_container(
+            si_image, ["-c", script, str(root)], f"wisc-test-hostile-{os.getpid()}", {}, [sink],
+            {str(root): {"bind": str(root), "mode": "rw"}}, entrypoint=["python"],
+        )  # fmt: skip
+    assert code == 0, log.read_text()
+    assert (root / "seen.txt").read_text() == repr(str(root))
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()

@@ -170,3 +170,8 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, int]]:
             kind = "dir" if path.is_dir() else "file"
             out[str(path.relative_to(root))] = (kind, 0 if kind == "dir" else st.st_size, st.st_mtime_ns)
     return out
+
+
+def contents(root: Path) -> dict[str, tuple]:
+    """`snapshot` less the folders' mtimes (they move when a lock file beside a sorting comes and goes)."""
+    return {k: v if v[0] == "file" else v[:2] for k, v in snapshot(root).items()}
