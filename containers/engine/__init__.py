@@ -2,24 +2,24 @@
 
 `plan_chain` (planning, uses SpikeInterface) turns the options' preprocessing list into an EngineChain;
 `EngineRecording` exposes it to SpikeInterface's consumers; `write_recording_dat` writes recording.dat.
-The kernels, stages and chain import only torch, numpy and scipy (a GPU machine needs nothing else):
-the SpikeInterface-bound names load on first use.
+The kernels, stages and chain import only torch, numpy and scipy (a GPU machine needs nothing else).
+Every name loads on first use: the monopolar solver's worker processes import this package without torch.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 
-from containers.engine.chain import EngineChain, EngineUnsupported
-
 _LAZY = {
+    "EngineChain": "containers.engine.chain",
+    "EngineUnsupported": "containers.engine.chain",
     "plan_chain": "containers.engine.planning",
     "plan_recording": "containers.engine.planning",
     "EngineRecording": "containers.engine.si_recording",
     "write_recording_dat": "containers.engine.writer",
 }
 
-__all__ = ["EngineChain", "EngineUnsupported", *_LAZY]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):

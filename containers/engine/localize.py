@@ -130,6 +130,9 @@ class MonopolarTriangulation:
         self.channel_index = torch.as_tensor(index, device=device)
         self.padded_locations = _padded_locations(locations, device)
         self.counts = torch.as_tensor((index < locations.shape[0]).sum(axis=1), device=device)
+        from .monopolar import start_workers
+
+        start_workers(workers)
 
     def __call__(self, waveforms: torch.Tensor, main_channels: torch.Tensor) -> dict[str, torch.Tensor]:
         from .monopolar import solve
