@@ -6,6 +6,7 @@ import argparse
 
 from tasks.finalize.finalize import check_room_together, describe, plan_finalize, run_finalize
 from tasks.inputs.resolve import Target
+from tasks.report.write import refresh_report
 from tasks.settings import Paths
 from tasks.steps.finalize import make_request
 
@@ -16,5 +17,10 @@ def run_finalize_cli(paths: Paths, targets: list[Target], args: argparse.Namespa
     plans = [plan_finalize(req) for req in requests]  # UserError here: nothing changed anywhere
     check_room_together(plans)
     for plan in plans:
-        print("\n".join(describe(plan) if args.dry_run else run_finalize(plan)))
+        if args.dry_run:
+            print("\n".join(describe(plan)))
+            continue
+        print("\n".join(run_finalize(plan)))
+        if refresh_report(plan.request.destination):  # the finalize record, in the sorting's new home
+            print(f"report: {plan.request.destination.report}")
     return 0

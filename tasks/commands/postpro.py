@@ -43,4 +43,6 @@ def run_postpro_cli(paths: Paths, targets: list[Target], args: argparse.Namespac
     for task in tasks:
         if (task.pset.folder / "metrics.csv").exists():
             print(f"metrics: {task.pset.folder / 'metrics.csv'}; plots: {task.pset.folder / 'summary_plots'}")
+        if task.sorting.report.exists():
+            print(f"report: {task.sorting.report}")
     return 0 if ok else 1

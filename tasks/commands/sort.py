@@ -62,4 +62,6 @@ def run_sortings(paths: Paths, targets: list[Target], args: argparse.Namespace) 
         plot = sorting.preprocessing / "motion_summary.png"
         if plot.exists():
             print(f"motion summary: {plot}")
+        if sorting.report.exists():
+            print(f"report: {sorting.report}")
     return 0 if ok else 1

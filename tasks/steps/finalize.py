@@ -12,6 +12,7 @@ from tasks.finalize.finalize import (
     read_journal,
 )
 from tasks.inputs.resolve import Target, sorting_dir
+from tasks.report.write import refresh_report
 from tasks.settings import Paths, load_paths
 from tasks.steps.pipeline import Pipeline, SortingTask
 from tasks.steps.postpro import Postpro
@@ -63,6 +64,7 @@ class Finalize(SortingTask):
 
     def run(self):
         lines = finalize_one(self.request())
+        refresh_report(self.request().destination)  # the finalize record, in the sorting's new home
         self.set_status_message("; ".join(lines))
 
     def on_failure(self, exception):
