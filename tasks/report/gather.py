@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import pandas as pd
 from tasks.core.layout import SortingDir
 from tasks.inputs.segments import KEEP, format_summary, read_segments
 
+CHUNK = 5_000_000  # rows of a big array read at a time
 STALE_PROGRESS_S = 120.0  # a progress file younger than this, below 100%, without a current manifest: running
 
 
@@ -104,6 +106,36 @@ class PeakCounts:
     files: list[tuple[float, str]]  # where each file starts
 
 
+def _cached(sorting: SortingDir, name: str, source: Path, compute: Callable[[], dict]) -> dict:
+    """What `compute` derives from a big file (peaks.npy of 48 h, the sort's spike arrays), kept in
+    `.pipeline/report.cache.json` while the file is unchanged: the report is rewritten after every step."""
+    from tasks.core import atomic
+
+    path = sorting.pipeline / "report.cache.json"
+    stat = source.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    cache = _json(path)
+    if cache.get(name, {}).get("stamp") == stamp:
+        return cache[name]["value"]
+    value = compute()
+    cache[name] = {"stamp": stamp, "value": value}
+    atomic.write_json(path, cache)
+    return value
+
+
+def _frame_bins(path: Path, edges_on_timeline, rate: float, bin_s: float, n_bins: int) -> list[int]:
+    kept_start, timeline_start = edges_on_timeline
+    counts = np.zeros(n_bins, dtype="int64")
+    peaks = np.load(path, mmap_mode="r")
+    for start in range(0, peaks.shape[0], CHUNK):
+        frames = np.asarray(peaks["sample_index"][start : start + CHUNK], dtype="int64")
+        rows = np.searchsorted(kept_start, frames, side="right") - 1
+        on_timeline = frames - kept_start[rows] + timeline_start[rows]
+        bins = np.minimum((on_timeline / rate / bin_s).astype("int64"), n_bins - 1)
+        counts += np.bincount(bins, minlength=n_bins)
+    return counts.tolist()
+
+
 def peak_counts(sorting: SortingDir, segments: pd.DataFrame, n_bins: int = 300) -> PeakCounts | None:
     """From preprocessing/peaks.npy (memory-mapped, read in slices): kept frames are mapped back onto the
     timeline of all segments, so the excluded bouts show where they were."""
@@ -116,35 +148,37 @@ def peak_counts(sorting: SortingDir, segments: pd.DataFrame, n_bins: int = 300) 
     kept = segments["type"].to_numpy() == KEEP
     kept_start = np.concatenate([[0], np.cumsum(np.where(kept, lengths, 0))[:-1]])
     total_s = lengths.sum() / rate
-    bin_s = max(total_s / n_bins, 1.0 / rate)
-    counts = np.zeros(int(np.ceil(total_s / bin_s)) + 1, dtype="int64")
-    peaks = np.load(path, mmap_mode="r")
-    step = 5_000_000
-    for start in range(0, peaks.shape[0], step):
-        frames = np.asarray(peaks["sample_index"][start : start + step], dtype="int64")
-        rows = np.searchsorted(kept_start[kept], frames, side="right") - 1
-        on_timeline = frames - kept_start[kept][rows] + timeline_start[kept][rows]
-        counts += np.bincount((on_timeline / rate / bin_s).astype("int64"), minlength=counts.size)[
-            : counts.size
-        ]
+    bin_s = total_s / n_bins
+    edges = (kept_start[kept], timeline_start[kept])
+    counts = _cached(
+        sorting, "peak_counts", path, lambda: {"counts": _frame_bins(path, edges, rate, bin_s, n_bins)}
+    )
     excluded = [
         (timeline_start[i] / rate, (timeline_start[i] + lengths[i]) / rate, str(segments.iloc[i]["type"]))
         for i in np.flatnonzero(~kept)
     ]
     first_rows = ~segments["fname"].duplicated().to_numpy()
     files = [(timeline_start[i] / rate, str(segments.iloc[i]["fname"])) for i in np.flatnonzero(first_rows)]
-    return PeakCounts(bin_s, counts, excluded, files)
+    return PeakCounts(bin_s, np.asarray(counts["counts"]), excluded, files)
+
+
+def _cluster_counts(path: Path) -> dict:
+    ids = np.load(path, mmap_mode="r")
+    counts = np.zeros(0, dtype="int64")
+    for start in range(0, ids.shape[0], CHUNK):
+        part = np.bincount(np.asarray(ids[start : start + CHUNK], dtype="int64").ravel())
+        counts = np.pad(counts, (0, max(0, part.size - counts.size)))
+        counts[: part.size] += part
+    return {"spikes": int(ids.shape[0]), "units": int(np.count_nonzero(counts))}
 
 
 def sorter_summary(sorting: SortingDir, opts: dict) -> dict[str, object]:
-    """Sorter, units, spikes and the sorter's own labels, from phy's files (nothing loaded but the arrays)."""
+    """Sorter, units, spikes and the sorter's own labels, from phy's files (the arrays read in slices)."""
     out: dict[str, object] = {"sorter": (opts.get("sorting") or {}).get("sorter_name", "?")}
     clusters = sorting.sorter_output / "spike_clusters.npy"
     if not clusters.exists():
         return out
-    ids = np.load(clusters, mmap_mode="r")
-    out["spikes"] = int(ids.shape[0])
-    out["units"] = int(np.unique(np.asarray(ids)).size)
+    out.update(_cached(sorting, "clusters", clusters, lambda: _cluster_counts(clusters)))
     labels = sorting.sorter_output / "cluster_KSLabel.tsv"
     if labels.exists():
         table = pd.read_csv(labels, sep="\t")
