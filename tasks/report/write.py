@@ -3,6 +3,7 @@ written never fails the step that asked for it: the reason goes to `.pipeline/re
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable
 from html import escape
@@ -59,11 +60,26 @@ def render_report(sorting: SortingDir, running: str | None = None) -> str:
     )
 
 
+def _remove_orphans(sorting: SortingDir) -> None:
+    """A writer killed mid-write leaves `report.wisc-tmp-<pid>.html`: remove those whose process is gone."""
+    for tmp in sorting.root.glob(f"{sorting.report.stem}{atomic.TMP_MARK}*{sorting.report.suffix}"):
+        pid = tmp.stem.rsplit(atomic.TMP_MARK, 1)[-1]
+        try:
+            os.kill(int(pid), 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            continue  # alive, someone else's
+
+
 def refresh_report(sorting: SortingDir, running: str | None = None) -> bool:
     """Rewrite report.html (`running`: the step starting now); False, with the reason logged, on failure."""
     if not (sorting.opts.exists() and sorting.segments.exists()):
         return False
     try:
+        _remove_orphans(sorting)
         atomic.write_text(sorting.report, render_report(sorting, running))
         return True
     except Exception:
