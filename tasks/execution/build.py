@@ -70,13 +70,24 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
     return result.status in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
 
 
+def _sortings(tasks: list[luigi.Task]) -> set:
+    """The sorting directories of the run's root tasks (tasks of other kinds have none)."""
+    found = set()
+    for task in tasks:
+        try:
+            found.add(task.sorting)
+        except Exception:  # not a sorting's task, or its inputs are gone: nothing to log into
+            continue
+    return found
+
+
 def report_summary(tasks: list[luigi.Task], result) -> None:
     """Luigi's execution summary goes to each sorting's `.pipeline/luigi.log` (and to the terminal when
     verbose); the terminal gets one line: how many steps ran."""
     from tasks.core.manifest import now
     from tasks.execution.terminal import verbose
 
-    for sorting in {task.sorting for task in tasks if hasattr(task, "sorting")}:
+    for sorting in _sortings(tasks):
         sorting.pipeline.mkdir(parents=True, exist_ok=True)
         with open(sorting.log("luigi"), "a") as log:
             log.write(f"== {now()}\n{result.summary_text}\n")
