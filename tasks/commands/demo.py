@@ -79,8 +79,8 @@ DRIFT = "preprocessing.drift_correction"
 # Why the demo's options differ from the chronic defaults, per key (keys not listed differ for the same
 # reason as their neighbours: the localization method's own parameters, the sorter's).
 WHY = {
-    f"{DRIFT}.estimate_motion_kwargs.bin_s": "the demo's drift is a 25 um zigzag with a 60 s period (default --duration): motion "
-    "bins much shorter than the period follow it (60 s bins suit hours of slow drift)",
+    f"{DRIFT}.estimate_motion_kwargs.bin_s": "the demo's drift is a 25 um zigzag with a 60 s period (at the "
+    "default --duration): motion bins much shorter than the period follow it (60 s suit hours of slow drift)",
     f"{DRIFT}.clean_motion_kwargs.sigma_smooth_s": "smoothing flattens the zigzag's corners: a few seconds "
     "at most (10 s halved it: 4.3 um RMS error)",
     f"{DRIFT}.localize_peaks_kwargs.method": "grid_convolution is ~9x faster than monopolar_triangulation "
@@ -106,7 +106,7 @@ def explain_demo_options(opts_path: Path) -> list[str]:
             lines.append(f"  {key.rsplit('.', 1)[-1]} {used} (chronic: {shipped}): {WHY[key]}")
     rest = len(diff) - (len(lines) - 1)
     if rest:
-        lines.append(f"  and {rest} parameters of those choices (localization, sorter, no whiten/scale for it)")
+        lines.append(f"  and {rest} parameters of those choices (localization, sorter, no whiten/scale)")
     return lines
 
 
