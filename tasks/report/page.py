@@ -192,6 +192,9 @@ def postpro_section(sorting: SortingDir) -> str:
             metrics = view.metrics
             if "group" in metrics:
                 groups = ", ".join(f"{k} {v}" for k, v in metrics["group"].value_counts().items())
+                if "group_source" in metrics:  # phy's labels, or the automatic pre-labels
+                    sources = metrics["group_source"].value_counts().items()
+                    groups += " (labelled by " + ", ".join(f"{k} {v}" for k, v in sources) + ")"
                 parts.append(
                     f"<p>{len(metrics)} units; groups: {escape(groups)} (<a href="
                     f"'{_rel(sorting, sorting.root / view.name / 'metrics.csv')}'>metrics.csv</a>)</p>"
