@@ -59,6 +59,7 @@ SETTINGS: dict[tuple[str, str], Setting] = {
         _wisc("gpu_devices", "", description="device ids to use, e.g. 0,1 (default: CUDA_VISIBLE_DEVICES)"),
         _wisc("gpu_lock_dir", "/tmp/wisc-sorting-gpu-locks", Path, description="host-local device locks"),
         _wisc("gpu_lock_timeout_s", "86400", float, 0, "seconds a sort waits for a device lock"),
+        _wisc("verbose", "0", int, 0, "1: step output, library warnings, Luigi's summaries on the terminal"),
         _wisc("image_si", "", description="SpikeInterface image name (default wisc-sorting-si:<version>)"),
         _wisc("image_ks25", "", description="Kilosort 2.5 image name (default wisc-sorting-ks25:<version>)"),
         _scheduler("address", "127.0.0.1", description="luigid has no authentication: loopback by default"),

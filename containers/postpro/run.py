@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from containers.runtime.progress import ProgressFile
+from containers.runtime.trace import Trace
 from tasks.core import atomic
 from tasks.core.errors import UserError
 from tasks.core.manifest import now
@@ -280,7 +281,7 @@ def run_postpro(
         if stage not in todo:
             continue
         progress.update(100.0 * index / len(order), stage, force=True)
-        started = now()
+        started, clock = now(), Trace.start()
         _supersede(pset, stage, backup)
         if analyzer is None and stage != "analyzer":
             analyzer = _load_analyzer(pset, recording)
@@ -301,7 +302,8 @@ def run_postpro(
             from containers.postpro.summary_plots import make_plots
 
             extra = make_plots(pset, analyzer, opts)
-        write_stage_manifest(pset, exp[stage], started, {"n_jobs": n_jobs, **extra})
+        trace = {"trace": clock.record(0, "cpu")}  # SpikeInterface's postprocessing runs on the CPU
+        write_stage_manifest(pset, exp[stage], started, {"n_jobs": n_jobs, **extra, **trace})
         done[stage] = extra
     lost = [s for s in order if stage_status(pset, s, exp[s]) != "done"]
     if lost:  # SpikeInterface deletes an extension's children when it recomputes it

@@ -61,7 +61,11 @@ class ProgressFile:
         self._last = now
         message = self.line(percent, detail, n, total)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"percent": round(percent, 1), "message": message, "time": time.time()}))
+        tmp.write_text(
+            json.dumps(
+                {"percent": round(percent, 1), "message": message, "time": time.time(), "hours": self.hours}
+            )
+        )
         os.replace(tmp, self.path)
 
 

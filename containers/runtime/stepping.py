@@ -9,6 +9,7 @@ from pathlib import Path
 
 from containers.runtime.progress import ProgressFile, install_tqdm_progress
 from containers.runtime.threads import cap_threads_runtime
+from containers.runtime.trace import Trace
 from tasks.core import atomic
 from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
@@ -78,11 +79,31 @@ def run_step(step: str, sorting_dir: Path, settings: StepSettings) -> None:
     cap_threads_runtime(settings.n_jobs)
     ctx = StepContext(sorting, opts, settings, progress)
     started = now()
+    clock = Trace.start()
     progress.update(0.0, "starting", force=True)
-    module.run(ctx)
+    failure = sorting.failure(step)
+    try:
+        module.run(ctx)
+    except BaseException as err:  # the attempt's trace, for the report's timeline; the error goes on
+        atomic.write_json(
+            failure,
+            {
+                "step": step,
+                "started": started,
+                "finished": now(),
+                "error": f"{type(err).__name__}: {err}",
+                "trace": clock.record(1, settings.device),
+            },
+        )
+        raise
+    failure.unlink(missing_ok=True)
     progress.update(100.0, "done", force=True)
     # What the Luigi task handed over (GPU lease time, units, image): so the order of events can be checked.
     devices = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    trace = {"trace": clock.record(0, settings.device)}
     write_manifest(
-        sorting, exp, started, {"n_jobs": settings.n_jobs, **settings.records, **devices, **ctx.extra}
+        sorting,
+        exp,
+        started,
+        {"n_jobs": settings.n_jobs, **settings.records, **devices, **ctx.extra, **trace},
     )

@@ -51,6 +51,9 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--local-scheduler", action="store_true", help="no luigid (default)")
     where.add_argument("--scheduler-url", help="central luigid, e.g. http://127.0.0.1:8082/")
     parser.add_argument("--executor", default=None, help="local (default) or docker; or [wisc] executor")
+    parser.add_argument(
+        "--verbose", action="store_true", help="steps' output, library warnings and Luigi's summary here too"
+    )
 
 
 def _add_images(sub) -> None:
@@ -319,6 +322,8 @@ COMMANDS["export-nwb"] = cmd_export_nwb
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    if getattr(args, "verbose", False):
+        os.environ["WISC_VERBOSE"] = "1"  # luigi's worker processes and the demo's programs read it
     warnings.simplefilter("always", WiscWarning)
     try:
         return COMMANDS[args.command](args)

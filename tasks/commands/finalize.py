@@ -7,6 +7,7 @@ import argparse
 from tasks.core.locks import hold_sortings
 from tasks.finalize.finalize import check_room_together, describe, plan_finalize, run_finalize
 from tasks.inputs.resolve import Target
+from tasks.report.write import refresh_report
 from tasks.settings import Paths
 from tasks.steps.finalize import make_request
 
@@ -28,4 +29,6 @@ def run_finalize_cli(paths: Paths, targets: list[Target], args: argparse.Namespa
             check_room_together(plans)
             for plan in plans:
                 print("\n".join(run_finalize(plan)))
+                if refresh_report(plan.request.destination):  # the finalize record, in its new home
+                    print(f"report: {plan.request.destination.report}")
     return 0

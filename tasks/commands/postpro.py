@@ -52,4 +52,6 @@ def _run_postpro(sortings: list[SortingDir], targets: list[Target], args: argpar
     for task in tasks:
         if (task.pset.folder / "metrics.csv").exists():
             print(f"metrics: {task.pset.folder / 'metrics.csv'}; plots: {task.pset.folder / 'summary_plots'}")
+        if task.sorting.report.exists():
+            print(f"report: {task.sorting.report}")
     return 0 if ok else 1

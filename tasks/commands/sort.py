@@ -53,6 +53,8 @@ def run_sortings(paths: Paths, targets: list[Target], args: argparse.Namespace) 
         plot = item.sorting.preprocessing / "motion_summary.png"
         if plot.exists():
             print(f"motion summary: {plot}")
+        if item.sorting.report.exists():
+            print(f"report: {item.sorting.report}")
     return 0 if ok else 1
 
 

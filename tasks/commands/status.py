@@ -41,6 +41,7 @@ class SortingStatus:
     postpro: dict[str, str] = field(default_factory=dict)
     finalized: str = UNKNOWN
     problem: str = ""
+    report: str = ""  # report.html, when a step has written it
 
 
 def _top_level_bytes(folder: Path, skip: tuple[str, ...] = ()) -> int:
@@ -98,6 +99,7 @@ def sorting_status(entry: SortingStatus) -> SortingStatus:
     entry.hours = kept_hours(sorting.segments)
     dat = sorting.sorter_output / "recording.dat"
     entry.recording_dat = dat.exists()
+    entry.report = str(sorting.report) if sorting.report.exists() else ""
     entry.sizes = {
         "preprocessing": _top_level_bytes(sorting.preprocessing),
         "recording.dat": dat.stat().st_size if entry.recording_dat else 0,
@@ -175,6 +177,7 @@ def format_line(entry: SortingStatus) -> str:
     return (
         f"{where}  {entry.probe}  {hours}  steps: {steps}  {dat}  sizes: {sizes or '-'}  "
         f"curation: {entry.curation}  postpro: {postpro}  finalized: {entry.finalized}"
+        + (f"  report: {entry.report}" if entry.report else "")
     )
 
 

@@ -66,6 +66,14 @@ class SortingDir:
     def progress(self, step: str) -> Path:
         return self.pipeline / f"{step}.progress.json"
 
+    def failure(self, step: str) -> Path:
+        """The trace and error of a step's last failed attempt (removed when it next succeeds)."""
+        return self.pipeline / f"{step}.failed.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
     def log(self, step: str) -> Path:
         return self.pipeline / f"{step}.log"
 

@@ -40,13 +40,33 @@ def write_sinks(chunk: bytes, sinks: list) -> None:
         sink.flush()
 
 
+class OurWarnings:
+    """A sink that passes the step's own warnings (`WiscWarning: ...` lines: a slow CPU sort, an engine
+    fallback) to the terminal as `wisc-sort: warning: ...`, and drops everything else (that is in the log)."""
+
+    MARK = b"WiscWarning: "
+
+    def __init__(self, stream) -> None:
+        self.stream, self.pending = stream, b""
+
+    def write(self, chunk: bytes) -> None:
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        for line in lines:
+            if self.MARK in line:
+                message = line.split(self.MARK, 1)[1].decode("utf-8", "replace").strip()
+                self.stream.write(f"wisc-sort: warning: {message}\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def relay_stream(stream, sinks: list) -> None:
     # Raw chunks, not lines: progress bars redraw with carriage returns.
     for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
         write_sinks(chunk, sinks)
 
 
-def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event) -> None:
+def _poll_progress(path: Path, callback: Callable[..., None], stop: threading.Event) -> None:
     last = None
     while not stop.wait(1.0):
         try:
@@ -55,7 +75,8 @@ def _poll_progress(path: Path, callback: ProgressCallback, stop: threading.Event
             continue
         if state != last:
             last = state
-            callback(float(state.get("percent", 0.0)), str(state.get("message", "")))
+            hours = state.get("hours")
+            callback(float(state.get("percent", 0.0)), str(state.get("message", "")), hours)
 
 
 def step_flags(
@@ -110,20 +131,46 @@ class Executor(abc.ABC):
         extra_env: dict[str, str] | None = None,
         flags: list[str] | None = None,
     ) -> None:
+        from tasks.execution.terminal import StepLine, last_line, verbose
+        from tasks.report.write import refresh_report
+
         arguments = step_arguments(step, sorting, n_jobs, step_flags() if flags is None else flags)
         env = {**thread_env(n_jobs), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
         log_path = sorting.log(step)
         stop = threading.Event()
+        loud = verbose()
+        line = StepLine(step, sorting)
         with step_lock(sorting, step), open(log_path, "ab") as log:
-            sinks = [log] + ([sys.stderr.buffer] if hasattr(sys.stderr, "buffer") else [])
-            if on_progress is not None:
-                poller = threading.Thread(
-                    target=_poll_progress, args=(sorting.progress(step), on_progress, stop), daemon=True
-                )
-                poller.start()
+            refresh_report(sorting, running=step)
+            # The step's output (library warnings and bars included) goes to its log; to the terminal too
+            # only when verbose. The terminal otherwise gets the step's one line.
+            terminal = (
+                sys.stderr.buffer if loud and hasattr(sys.stderr, "buffer") else OurWarnings(sys.stderr)
+            )
+            sinks = [log, terminal]
+
+            def progress(percent: float, message: str, hours: float | None = None) -> None:
+                if not loud:
+                    line.update(percent, hours)
+                if on_progress is not None:
+                    on_progress(percent, message)
+
+            poller = threading.Thread(
+                target=_poll_progress, args=(sorting.progress(step), progress, stop), daemon=True
+            )
+            poller.start()
             try:
                 returncode = self._execute(arguments, sorting, n_jobs, env, sinks)
             finally:
                 stop.set()
+                poller.join(timeout=5)
+        if not loud:
+            line.finish(returncode)
+        refresh_report(sorting)
         if returncode != 0:
-            raise StepFailed(f"step {step} of {sorting.root} failed (exit {returncode}); log: {log_path}")
+            reason = last_line(log_path)
+            raise StepFailed(
+                f"step {step} of {sorting.root} failed (exit {returncode})"
+                + (f": {reason}" if reason else "")
+                + f"; log: {log_path}"
+            )

@@ -65,10 +65,44 @@ def build(tasks: list[luigi.Task], args: argparse.Namespace) -> bool:
         luigi.Task.remove_event_handler(luigi.Event.FAILURE, _collect)
         for section, name in added:  # this run's defaults, not the process's: later runs read luigi.cfg again
             luigi.configuration.get_config().remove_option(section, name)
-    print(result.summary_text)
+    report_summary(tasks, result)
     for line in failures:
         print(f"wisc-sort: error: {' '.join(line.split())}", file=sys.stderr)
     return result.status in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+def _sortings(tasks: list[luigi.Task]) -> set:
+    """The sorting directories of the run's root tasks (tasks of other kinds have none)."""
+    found = set()
+    for task in tasks:
+        try:
+            found.add(task.sorting)
+        except Exception:  # not a sorting's task, or its inputs are gone: nothing to log into
+            continue
+    return found
+
+
+def report_summary(tasks: list[luigi.Task], result) -> None:
+    """Luigi's execution summary goes to each sorting's `.pipeline/luigi.log` (and to the terminal when
+    verbose); the terminal gets one line: how many steps ran."""
+    from tasks.core.manifest import now
+    from tasks.execution.terminal import verbose
+
+    for sorting in _sortings(tasks):
+        sorting.pipeline.mkdir(parents=True, exist_ok=True)
+        with open(sorting.log("luigi"), "a") as log:
+            log.write(f"== {now()}\n{result.summary_text}\n")
+    if verbose():
+        print(result.summary_text)
+        return
+    from luigi.execution_summary import _partition_tasks  # counts only; the text is luigi's
+
+    parts = _partition_tasks(result.worker)
+    ran, done = (
+        sum(1 for task in parts[key] if not isinstance(task, luigi.WrapperTask))
+        for key in ("completed", "already_done")
+    )
+    print(f"steps: {ran} ran, {done} already complete" if ran else f"steps: all {done} already complete")
 
 
 def reenable_for_rerun(scheduler_url: str, tasks: list[luigi.Task]) -> None:

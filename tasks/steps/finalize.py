@@ -13,6 +13,7 @@ from tasks.finalize.finalize import (
     read_journal,
 )
 from tasks.inputs.resolve import Target, sorting_dir
+from tasks.report.write import refresh_report
 from tasks.settings import Paths, load_paths
 from tasks.steps.pipeline import Pipeline, SortingTask
 from tasks.steps.postpro import Postpro
@@ -67,6 +68,7 @@ class Finalize(SortingTask):
         # Like `wisc-sort finalize`: nothing else works on the sorting, or where it goes, during the move.
         with hold_sortings([request.source.root, request.destination.root]):
             lines = finalize_one(request)
+        refresh_report(request.destination)  # the finalize record, in the sorting's new home
         self.set_status_message("; ".join(lines))
 
     def on_failure(self, exception):

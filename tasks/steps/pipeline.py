@@ -228,6 +228,8 @@ class StepTask(GpuTaskMixin, SortingTask):
             raise RuntimeError(
                 f"step {self.step} exited 0 but its outputs are {state}; log: {sorting.log(self.step)}"
             )
+        if self.set_tracking_url is not None and sorting.report.exists():  # done: the page of the sorting
+            self.set_tracking_url(sorting.report.as_uri())
 
     def on_failure(self, exception):
         """Short, for the scheduler's web view: what failed, why, where the log is."""

@@ -3,7 +3,6 @@ Chromium loads the visualiser and finds the tasks, their progress and the GPU re
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,26 +12,13 @@ import pytest
 from tasks.core.manifest import status
 from tasks.execution.scheduler import WAITING
 from tasks.steps.registry import PREPRO_STEPS
+from tests.support.browser import ARTIFACTS, browser
 from tests.support.luigid import REPO, start_worker
 from tests.support.ops_world import scheduler_env, scheduler_factory_fixture, sort_argv, tasks_by_family  # noqa: F401
 from tests.support.pipeline_world import copy_sorting, edit_drift
 
 pytestmark = pytest.mark.slow
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 PIPELINE_FAMILIES = {"MotionClean", "MotionPlot", "PreprocessedProbe"}
-
-
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install -e '.[test]'")
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium and chromedriver not installed: apt-get install -y chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"):
-        options.add_argument(flag)
-    options.add_argument("--window-size=1500,1100")
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
 
 
 def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.25):
@@ -157,9 +143,10 @@ def test_visualiser_shows_pipeline_progress_and_gpu(demo_world, first_run, tmp_p
     assert all(status(sorting, step) == "done" for step in PREPRO_STEPS)
     done = tasks_by_family(server, "DONE")
     assert PIPELINE_FAMILIES <= set(done)
-    # The steps relayed their progress lines ("motion_clean: 40% of 19 s ...") and their log as tracking URL.
+    # The steps relayed their progress lines ("motion_clean: 40% of 19 s ...") and, done, the sorting's
+    # report.html as tracking URL (their log while they ran).
     steps = [t for family in PIPELINE_FAMILIES for t in done[family]]
     messages = [t["status_message"] or "" for t in steps]
     assert any(m.split(":")[0] in {"motion_clean", "motion_plot", "preprocessed_probe"} for m in messages)
-    assert all(t["tracking_url"].startswith("file://") and t["tracking_url"].endswith(".log") for t in steps)
+    assert all(t["tracking_url"] == sorting.report.as_uri() for t in steps)
     assert len(done["StandInGpuSortReportsBatches"]) == 2

@@ -1,0 +1,2 @@
+"""`report.html` of a sorting: one self-contained page, written from its manifests and files after each
+step."""
