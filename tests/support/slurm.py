@@ -116,23 +116,32 @@ class Cluster:
             raise AssertionError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
         return done.stdout
 
-    def queue(self) -> list[str]:
-        """Job ids squeue still lists (pending, running, completing)."""
-        return self.command("squeue", "-h", "-o", "%i").split()
+    def queue(self, state: str = "") -> list[str]:
+        """Job ids squeue still lists (pending, running, completing), or only those in `state`."""
+        return self.command("squeue", "-h", "-o", "%i", *(["-t", state] if state else [])).split()
 
     def node_state(self) -> str:
         return self.command("sinfo", "-h", "-N", "-o", "%T", check=False).strip()
 
-    def intervals(self, job_ids: list[str]) -> dict[str, tuple[float, float]]:
-        """Start and end (epoch seconds) of finished jobs, from `sacct --completion` (jobcomp/filetxt)."""
+    def completed(self, job_ids: list[str], fields: str) -> dict[str, list[str]]:
+        """`fields` of finished jobs, from `sacct --completion` (jobcomp/filetxt: no slurmdbd needed)."""
         text = self.command(
-            "sacct", "--completion", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,Start,End"
+            "sacct", "--completion", "-n", "-P", "-j", ",".join(job_ids), "-o", f"JobID,{fields}"
         )
-        found = {}
-        for line in text.splitlines():
-            job, start, end = line.split("|")
-            found[job] = (_epoch(start), _epoch(end))
-        return found
+        return {line.split("|")[0]: line.split("|")[1:] for line in text.splitlines()}
+
+    def intervals(self, job_ids: list[str]) -> dict[str, tuple[float, float]]:
+        """Start and end (epoch seconds) of finished jobs."""
+        return {
+            job: (_epoch(start), _epoch(end))
+            for job, (start, end) in self.completed(job_ids, "Start,End").items()
+        }
+
+    def states(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """State and exit code ("<code>:<signal>") of finished jobs."""
+        return {
+            job: (state, code) for job, (state, code) in self.completed(job_ids, "State,ExitCode").items()
+        }
 
     def cancel_all(self) -> None:
         self.command("scancel", "--full", "-p", "test", check=False)
