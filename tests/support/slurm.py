@@ -48,7 +48,7 @@ def missing_parts() -> str:
     return ""
 
 
-def slurm_conf(folder: Path, host: str, ports: tuple[int, int], fake_gpu: Path) -> str:
+def slurm_conf(folder: Path, host: str, ports: tuple[int, int]) -> str:
     """One partition `test` holding this host; jobs may share CPUs on request (`--oversubscribe`), never
     GRES, so only the shards can hold back the scheduling test's stand-in sorts."""
     ctld_port, slurmd_port = ports
@@ -93,7 +93,6 @@ GresTypes=gpu,shard
 NodeName={host} NodeAddr=127.0.0.1 CPUs={CPUS} RealMemory=4000 Gres=gpu:1,shard:{SHARDS} State=UNKNOWN
 PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """
-    del fake_gpu  # named in gres.conf
 
 
 @dataclass
@@ -173,14 +172,20 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def _wait(condition, timeout_s: float, what: str, cluster: Cluster | None = None) -> None:
+def _wait(condition, timeout_s: float, what: str, cluster: Cluster) -> None:
+    """Poll until `condition()`; a daemon that exits, or the timeout, raises with the daemons' logs."""
     deadline = time.time() + timeout_s
     while not condition():
-        if time.time() > deadline:
-            raise RuntimeError(
-                f"test SLURM: {what} within {timeout_s:.0f} s\n{cluster.log_tail() if cluster else ''}"
-            )
+        dead = [name for name, process in cluster.processes.items() if process.poll() is not None]
+        if dead or time.time() > deadline:
+            why = f"{', '.join(dead)} exited" if dead else f"not within {timeout_s:.0f} s"
+            raise RuntimeError(f"test SLURM: {what} ({why})\n{cluster.log_tail()}")
         time.sleep(0.3)
+
+
+def _two_ports() -> tuple[int, int]:
+    ports = (free_port(), free_port())
+    return ports if ports[0] != ports[1] else _two_ports()
 
 
 @contextmanager
@@ -195,7 +200,7 @@ def slurm_cluster(folder: Path) -> Iterator[Cluster]:
     except OSError:
         fake_gpu.touch()
     (folder / "gres.conf").write_text(f"Name=gpu File={fake_gpu}\nName=shard Count={SHARDS}\n")
-    (folder / "slurm.conf").write_text(slurm_conf(folder, host, (free_port(), free_port()), fake_gpu))
+    (folder / "slurm.conf").write_text(slurm_conf(folder, host, _two_ports()))
     key = folder / "munge.key"
     subprocess.run(["mungekey", "--create", "--keyfile", str(key)], check=True, capture_output=True)
     key.chmod(0o600)
