@@ -12,6 +12,7 @@ without them the tests skip, except in CI, where they fail.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -157,9 +158,21 @@ def _epoch(stamp: str) -> float:
     return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
 
 
+def _die_with_pytest() -> None:
+    # A pytest killed outright (a CI timeout) runs no teardown: the daemons must not outlive it.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _start(name: str, argv: list[str], folder: Path, env: dict[str, str]) -> subprocess.Popen:
-    log = open(folder / f"{name}.out", "wb")  # noqa: SIM115  (closed with the process)
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(folder / f"{name}.out", "wb") as log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_pytest,
+        )
 
 
 def _stop(process: subprocess.Popen) -> None:
