@@ -140,6 +140,7 @@ def run(ctx):
     given = [os.environ.get(name, "") for name in ("SLURM_SHARDS_ON_NODE", "CUDA_VISIBLE_DEVICES")]
     (folder / "done.txt").write_text(" ".join(given))
 '''
+CONTROL = ("sbatch", "--parsable", "--oversubscribe", "--mem=100M")
 KEPT_HOURS = {"S_chronic": 24.0, "S_acute1": 1.5, "S_acute2": 1.5}
 
 
@@ -228,7 +229,7 @@ def test_three_sorts_of_2_1_1_fake_gpu_shards_never_run_over_3_at_once(
     assert held, messages
 
     control = [
-        cluster.command("sbatch", "--parsable", "--oversubscribe", "--mem=100M", "--wrap", "sleep 4").strip()
+        cluster.command(*CONTROL, f"--chdir={tmp_path}", "--output=/dev/null", "--wrap", "sleep 4").strip()
         for _ in range(3)
     ]
     assert wait_until(lambda: not cluster.queue(), 60, 0.3)
