@@ -1,5 +1,5 @@
-"""Every setting of `[wisc]` and `[wisc_scheduler]` in one table: luigi.cfg, then WISC_* variables, then
-flags.
+"""Every setting of `[wisc]`, `[wisc_scheduler]` and `[wisc_slurm]` in one table: luigi.cfg, then WISC_*
+variables, then flags.
 
 Settings are resolved here, on the host that plans; a step program never reads them (DESIGN.md): what it
 needs (the disk reserve, say) reaches it as a command-line flag.
@@ -27,12 +27,18 @@ class Setting:
 
     @property
     def env(self) -> str:
-        prefix = "WISC_SCHEDULER_" if self.section == "wisc_scheduler" else "WISC_"
+        prefix = (
+            "WISC_" if self.section == "wisc" else f"{self.section.upper()}_"
+        )  # WISC_SCHEDULER_, WISC_SLURM_
         return prefix + self.key.upper()
 
 
 def _wisc(key: str, default: str, kind: type = str, minimum: float | None = None, description: str = ""):
     return Setting("wisc", key, default, kind, minimum, description)
+
+
+def _slurm(key: str, default: str, kind: type = str, minimum: float | None = None, description: str = ""):
+    return Setting("wisc_slurm", key, default, kind, minimum, description)
 
 
 def _scheduler(key: str, default: str, kind: type = str, minimum: float | None = None, description: str = ""):
@@ -61,6 +67,11 @@ SETTINGS: dict[tuple[str, str], Setting] = {
         _wisc("gpu_lock_timeout_s", "86400", float, 0, "seconds a sort waits for a device lock"),
         _wisc("verbose", "0", int, 0, "1: step output, library warnings, Luigi's summaries on the terminal"),
         _wisc("image_si", "", description="SpikeInterface image name (default wisc-sorting-si:<version>)"),
+        _wisc(
+            "slurm_gpu_gres",
+            "shard",
+            description="SLURM gres of GPU steps: shard (units), gpu[:type] (a GPU)",
+        ),
         _wisc("image_ks25", "", description="Kilosort 2.5 image name (default wisc-sorting-ks25:<version>)"),
         _scheduler("address", "127.0.0.1", description="luigid has no authentication: loopback by default"),
         _scheduler("port", "8082", int, 1),
@@ -70,6 +81,17 @@ SETTINGS: dict[tuple[str, str], Setting] = {
         _scheduler("retry_delay", "900", int, 0),
         _scheduler("retry_count", "1", int, 1, "a failed step waits for the user: no retry loop"),
         _scheduler("watch_interval", "5", float, 0, "seconds between GPU-wait notes (0: no watcher)"),
+        _slurm("partition", "", description="sbatch --partition (empty: the cluster's default)"),
+        _slurm("account", "", description="sbatch --account (empty: the user's default)"),
+        _slurm("sbatch_options", "", description="more sbatch options, shell-quoted, e.g. --qos=long"),
+        _slurm("python", "", description="command running `-m containers` on the nodes (empty: this python)"),
+        _slurm("time_factor", "3.0", float, 0, "job time limit: hours per kept hour of recording"),
+        _slurm("min_time_minutes", "60", int, 1, "shortest job time limit"),
+        _slurm(
+            "mem_gb", "8", float, 0.1, "GiB a step's job asks for, plus mem_gb_per_hour (the sort: twice)"
+        ),
+        _slurm("mem_gb_per_hour", "0.5", float, 0, "GiB more per kept hour of recording"),
+        _slurm("poll_s", "10", float, 0.1, "seconds between squeue polls of a step's job"),
     ]
 }
 

@@ -50,7 +50,9 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--local-scheduler", action="store_true", help="no luigid (default)")
     where.add_argument("--scheduler-url", help="central luigid, e.g. http://127.0.0.1:8082/")
-    parser.add_argument("--executor", default=None, help="local (default) or docker; or [wisc] executor")
+    parser.add_argument(
+        "--executor", default=None, help="local (default), docker or slurm; or [wisc] executor"
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="steps' output, library warnings and Luigi's summary here too"
     )

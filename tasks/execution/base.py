@@ -106,6 +106,13 @@ class Executor(abc.ABC):
     """
 
     name = ""
+    # True where the executor's own scheduler admits GPU jobs (SLURM): the Luigi task then takes no host
+    # lease and hands its GPU units to run(), which asks that scheduler for them.
+    schedules_gpus = False
+
+    def luigi_resources(self, resources: dict[str, int]) -> dict[str, int]:
+        """What luigid counts for a step run here: all of it, unless this executor's scheduler admits some."""
+        return resources
 
     def environment(self, step: str, sorting: SortingDir) -> str | None:
         """What a step's signature pins besides options and inputs; None accepts outputs made anywhere."""
@@ -130,7 +137,9 @@ class Executor(abc.ABC):
         on_progress: ProgressCallback | None = None,
         extra_env: dict[str, str] | None = None,
         flags: list[str] | None = None,
+        gpu_units: int = 0,
     ) -> None:
+        """`gpu_units` matter only where `schedules_gpus`; elsewhere the task's lease handed the device."""
         from tasks.execution.terminal import StepLine, last_line, verbose
         from tasks.report.write import refresh_report
 

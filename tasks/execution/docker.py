@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
 
 from tasks.core.layout import SortingDir
 from tasks.execution.base import Executor, write_sinks
+from tasks.execution.guard import WorkerGuard
 from tasks.execution.images import docker_client, image_id, image_name
 from tasks.steps.registry import STEPS, load_inputs
 
@@ -60,27 +59,11 @@ def gpu_request(env: dict[str, str]) -> tuple[list, dict[str, str]]:
     return [DeviceRequest(device_ids=[device], capabilities=[["gpu"]])], {**env, "CUDA_VISIBLE_DEVICES": "0"}
 
 
-class DockerGuard:
-    """A process outside the worker's process group that removes the container if the worker dies.
-
-    It waits on a pipe: EOF without "done" means the worker is gone (even by SIGKILL, which runs no
-    `finally`), and the container must go too.
-    """
+class DockerGuard(WorkerGuard):
+    """Removes the container if the worker dies (tasks/execution/guard.py)."""
 
     def __init__(self, container_id: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.execution.docker_guard", container_id],
-            stdin=subprocess.PIPE,
-            start_new_session=True,  # a signal to the worker's group must not take the guard with it
-        )
-
-    def release(self) -> None:
-        try:
-            self.proc.stdin.write(b"done\n")
-            self.proc.stdin.close()
-        except (BrokenPipeError, ValueError):
-            pass
-        self.proc.wait(timeout=30)
+        super().__init__("tasks.execution.docker_guard", container_id)
 
 
 class DockerExecutor(Executor):

@@ -1,5 +1,6 @@
 """The executors by name: `local` runs a step program as a subprocess here (the embedded default), `docker`
-in its image (tasks/execution/docker.py). Each runs `python -m containers <step> <dir> ...`."""
+in its image (tasks/execution/docker.py), `slurm` as a SLURM job (tasks/execution/slurm.py). Each runs
+`python -m containers <step> <dir> ...`."""
 
 from __future__ import annotations
 
@@ -57,7 +58,17 @@ def _docker_executor() -> Executor:
     return DockerExecutor()
 
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "docker": _docker_executor}
+def _slurm_executor() -> Executor:
+    from tasks.execution.slurm import SlurmExecutor
+
+    return SlurmExecutor()
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {
+    "local": LocalExecutor,
+    "docker": _docker_executor,
+    "slurm": _slurm_executor,
+}
 _instances: dict[str, Executor] = {}
 
 

@@ -23,11 +23,12 @@ def _section(render: Callable[[], str], name: str) -> str:
 
 
 def render_report(sorting: SortingDir, running: str | None = None) -> str:
+    from tasks.inputs.segments import read_segments
     from tasks.report import gather, page
     from tasks.steps.registry import load_inputs
 
     opts = load_inputs(sorting)[0]
-    _, segments = gather.recording_summary(sorting)
+    segments = read_segments(sorting.segments)  # the sections that read more of it say so themselves
     rows = gather.step_rows(sorting, running)
     states = ", ".join(f"{r.name} {r.state}" for r in rows if "." not in r.name)
     nav = "".join(

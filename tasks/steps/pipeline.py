@@ -140,7 +140,7 @@ class StepTask(GpuTaskMixin, SortingTask):
     @property
     def resources(self) -> dict[str, int]:
         cpu = {name: units * self.n_jobs for name, units in self.resources_per_job.items()}
-        return {**cpu, **super().resources}
+        return get_executor(self.executor).luigi_resources({**cpu, **super().resources})
 
     def gpu_units_needed(self) -> int:
         return 1 if STEPS[self.step].engine and engine_device(self.options()) == "cuda" else 0
@@ -171,6 +171,11 @@ class StepTask(GpuTaskMixin, SortingTask):
         if not self.gpu_units_needed() and not always:
             self.execute(device="cpu")
             return
+        if get_executor(self.executor).schedules_gpus:  # SLURM grants the units: no lease on this host
+            units = self.gpu_units_needed()
+            records = {"lease_gpu_units": str(units), "lease_at": manifest.now()}
+            self.execute(records=records, device="cuda:0" if units else "cpu", gpu_units=units)
+            return
         with self.gpu_lease() as lease:
             records = {"lease_gpu_units": str(lease.units), "lease_at": manifest.now()}
             if lease.device_id is not None:
@@ -184,8 +189,10 @@ class StepTask(GpuTaskMixin, SortingTask):
         extra_env: dict[str, str] | None = None,
         records: dict[str, str] | None = None,
         device: str = "cpu",
+        gpu_units: int = 0,
     ) -> None:
-        """Run the step program with the host's settings as flags; `records` go into its manifest."""
+        """Run the step program with the host's settings as flags; `records` go into its manifest;
+        `gpu_units` for an executor that asks its own scheduler for them (SLURM)."""
         sorting = self.sorting
         if self.set_tracking_url is not None:  # the web view's "track progress" button opens the log
             self.set_tracking_url(sorting.log(self.step).as_uri())
@@ -218,6 +225,7 @@ class StepTask(GpuTaskMixin, SortingTask):
                 on_progress=self._progress,
                 extra_env=extra_env,
                 flags=step_flags(records=records, device=device),
+                gpu_units=gpu_units,
             )
         except StepFailed:
             # Partial outputs are moved aside, never deleted: the next run starts clean.

@@ -123,7 +123,7 @@ class Postpro(SortingTask):
 
     @property
     def resources(self) -> dict[str, int]:
-        return {"cpu": self.n_jobs}
+        return get_executor(self.executor).luigi_resources({"cpu": self.n_jobs})
 
     @property
     def pset(self) -> PostproSet:

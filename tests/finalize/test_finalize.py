@@ -71,6 +71,8 @@ def assert_moved(world, before: dict[str, str], *, keep_dat: bool = False) -> di
     assert after.pop(JOURNAL_REL) and after.pop("postpro") == f"link:{POSTPRO}"
     for rel in REWRITTEN:
         after.pop(rel)
+    assert after.pop("report.html")  # rewritten in the new home, with the finalize record
+    after.pop(".pipeline/report.cache.json", None)
     assert after == expected_tree(before, keep_dat=keep_dat)  # file by file, content hashes
     for rel in (*CURATED, METRICS):
         assert after[rel] == before[rel]  # curated labels and metrics byte-identical
