@@ -34,6 +34,27 @@ def step_lock(sorting: SortingDir, step: str) -> Iterator[None]:
         yield
 
 
+class ErrorLine:
+    """A sink that keeps the step program's own one-line error (`wisc-sort step <step>: error: ...`), so that
+    the step's failure says what went wrong (a full drive, bad input), not only where its log is."""
+
+    MARK = b"wisc-sort step "
+
+    def __init__(self) -> None:
+        self.tail = b""
+        self.line = ""
+
+    def write(self, chunk: bytes) -> None:
+        self.tail = (self.tail + chunk)[-65536:]
+        for raw in self.tail.replace(b"\r", b"\n").split(b"\n")[:-1]:
+            if raw.startswith(self.MARK) and b": error: " in raw:
+                self.line = raw.split(b": error: ", 1)[1].decode(errors="replace").strip()
+        self.tail = self.tail.rsplit(b"\n", 1)[-1]
+
+    def flush(self) -> None:
+        return None
+
+
 def write_sinks(chunk: bytes, sinks: list) -> None:
     for sink in sinks:
         sink.write(chunk)
@@ -114,8 +135,9 @@ class Executor(abc.ABC):
         env = {**thread_env(n_jobs), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
         log_path = sorting.log(step)
         stop = threading.Event()
+        error = ErrorLine()
         with step_lock(sorting, step), open(log_path, "ab") as log:
-            sinks = [log] + ([sys.stderr.buffer] if hasattr(sys.stderr, "buffer") else [])
+            sinks = [log, error] + ([sys.stderr.buffer] if hasattr(sys.stderr, "buffer") else [])
             if on_progress is not None:
                 poller = threading.Thread(
                     target=_poll_progress, args=(sorting.progress(step), on_progress, stop), daemon=True
@@ -126,4 +148,7 @@ class Executor(abc.ABC):
             finally:
                 stop.set()
         if returncode != 0:
-            raise StepFailed(f"step {step} of {sorting.root} failed (exit {returncode}); log: {log_path}")
+            why = f": {error.line}" if error.line else ""
+            raise StepFailed(
+                f"step {step} of {sorting.root} failed (exit {returncode}){why}; log: {log_path}"
+            )

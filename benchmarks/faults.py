@@ -1,0 +1,428 @@
+"""Fault-injection harness: the whole pipeline (sort, postpro with a hand-made curation, finalize to a second
+filesystem) on a short demo world, SIGKILLed at seeded random moments (the Luigi worker or the step program),
+rerun after each kill, every invariant checked after every run. Results: benchmarks/results/faults.md.
+
+    python benchmarks/faults.py --seed 1 --kills 100        # as root (it mounts a tmpfs for the home project)
+    python benchmarks/faults.py --seed S --kills N          # replays a failure reported with seed S
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, machine_lines, md_table  # noqa: E402
+
+PHASES = ("sort", "postpro", "finalize")
+POSTPRO = "postpro_faults"
+HOME_MIB = 256
+ORPHAN_WAIT_S = 30.0
+
+
+@dataclass
+class World:
+    """The demo world, the sorting project on this disk and the home project on its own tmpfs."""
+
+    work: Path
+    home_mount: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def world(self) -> Path:
+        return self.work / "world"
+
+    @property
+    def projects_file(self) -> Path:
+        return self.work / "projects.yaml"
+
+    def target(self, project_dir: Path):
+        from tasks.core.layout import SortingDir
+        from tests.support.pipeline_world import EXPERIMENT, PROBE, SUBJECT
+
+        return SortingDir.locate(project_dir, EXPERIMENT, "full", SUBJECT, PROBE)
+
+    @property
+    def source(self):
+        return self.target(self.work / "ssd")
+
+    @property
+    def destination(self):
+        return self.target(self.home_mount / "home")
+
+    def argv(self, phase: str, n_jobs: int) -> list[str]:
+        from tests.support.cli import WISC_SORT
+        from tests.support.pipeline_world import EXPERIMENT, PROBE, SUBJECT
+
+        common = [
+            "--projects-file", str(self.projects_file), "--project", "shared_ssd",
+            "--experiment", EXPERIMENT, "--input", f"{SUBJECT},{PROBE}",
+        ]  # fmt: skip
+        if phase == "finalize":
+            return [WISC_SORT, "finalize", *common, "--postpro", POSTPRO, "--to", "home"]
+        paths = [
+            "--subjects-dir",
+            str(self.world / "subjects"),
+            "--cache-file",
+            str(self.work / "cache.parquet"),
+        ]
+        run = ["--n-jobs", str(n_jobs), "--local-scheduler"]
+        opts = self.work / ("sorting.yaml" if phase == "sort" else f"{POSTPRO}.yaml")
+        return [WISC_SORT, phase, *common, *paths, *run, "--opts", str(opts)]
+
+    def reset(self) -> None:
+        """No sorting anywhere: the next round starts from the raw data."""
+        for root in (self.work / "ssd", self.home_mount / "home"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def build_world(work: Path, home_mount: Path, duration_s: float) -> World:
+    import yaml
+
+    from containers.demo.world import write_demo_world
+    from tests.support.pipeline_world import fast_options
+
+    world = World(work, home_mount)
+    if not (world.world / "README.txt").exists():
+        write_demo_world(world.world, duration_s=duration_s, num_units=8, seed=1, flat_s=1.0)
+    world.projects_file.write_text(
+        f"project: shared\nproject_directory: {world.world / 'shared'}\n...\n---\n"
+        f"project: shared_ssd\nproject_directory: {work / 'ssd'}\n...\n---\n"
+        f"project: home\nproject_directory: {home_mount / 'home'}\n...\n"
+    )
+    opts = fast_options()
+    drift = next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
+    drift["estimate_motion_kwargs"]["bin_s"] = drift["clean_motion_kwargs"]["sigma_smooth_s"] = 2.0
+    # A seeded sort, one level of splits: the pipeline is under test here, not the sorter.
+    opts["sorting"]["sorter_params"] = {"seed": 0, "clustering_recursive_depth": 1}
+    (work / "sorting.yaml").write_text(yaml.safe_dump(opts, sort_keys=False))
+    post = yaml.safe_load((REPO / "opts" / "postpro_demo.yaml").read_text())
+    post.pop("by_hypnogram_state")  # no hypnogram here; the curation is the harness's, by hand
+    post.pop("curation")
+    post["plots"]["max_unit_plots"] = 4
+    (work / f"{POSTPRO}.yaml").write_text(yaml.safe_dump(post, sort_keys=False))
+    world.env = {**os.environ, "PYTHONPATH": str(REPO), "WISC_DISK_RESERVE_GB": "0"}
+    return world
+
+
+def curate(world: World) -> dict[str, str]:
+    """What a person does in phy: every unit labelled (good, mua, noise in turn); the files' hashes."""
+    import numpy as np
+
+    from benchmarks.faults_checks import sha256
+
+    out = world.source.sorter_output
+    units = np.unique(np.load(out / "spike_clusters.npy"))
+    groups = ("good", "mua", "noise")
+    (out / "cluster_group.tsv").write_text(
+        "cluster_id\tgroup\n" + "".join(f"{u}\t{groups[i % 3]}\n" for i, u in enumerate(units))
+    )
+    (out / "cluster_info.tsv").write_text(
+        "cluster_id\tgroup\tcomment\n"
+        + "".join(f"{u}\t{groups[i % 3]}\tby hand\n" for i, u in enumerate(units))
+    )
+    rel = out.relative_to(world.source.root)
+    return {f"{rel}/{name}": sha256(out / name) for name in ("cluster_group.tsv", "cluster_info.tsv")}
+
+
+def step_child(proc) -> tuple[object, str]:
+    """The step program running under the command (`python -m containers <step>`), and its step name."""
+    import psutil
+
+    try:
+        children = proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return None, ""
+    for child in children:
+        try:
+            cmdline = child.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if (
+            "containers" in cmdline
+            and cmdline.index("containers") > 0
+            and cmdline[cmdline.index("containers") - 1] == "-m"
+        ):
+            return child, cmdline[cmdline.index("containers") + 1]
+    return None, ""
+
+
+def where_now(world: World, phase: str, step: str) -> str:
+    """What a kill interrupts: the step program's step (a postpro stage by the first not done), finalize's
+    journal phase, or the worker between steps."""
+    from tasks.finalize.finalize import read_journal
+
+    if phase == "finalize":
+        journal = read_journal(world.destination.root) or read_journal(world.source.root)
+        return f"finalize: {journal['phase'] if journal else 'planning'}"
+    if step.startswith("postpro."):
+        from tasks.steps.postpro_stages import PostproSet, expected_stages, stage_status, stages
+
+        pset = PostproSet(world.source, POSTPRO)
+        try:
+            exp = expected_stages(pset)
+            todo = [s for s in stages(pset.load_options()) if stage_status(pset, s, exp[s]) != "done"]
+        except (OSError, ValueError, KeyError):
+            todo = []
+        return f"postpro: {todo[0] if todo else 'finishing'}"
+    return step or f"{phase}: worker between steps"
+
+
+@dataclass
+class Outcome:
+    code: int
+    killed: str = ""  # "" (ran to its end), "worker" or "step program"
+    where: str = ""
+    orphans: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_once(
+    world: World, phase: str, kill_after: float | None, target: str, n_jobs: int, log: Path
+) -> Outcome:
+    """One command, SIGKILLed (the worker, or its step program when one runs) after `kill_after` s."""
+    import psutil
+
+    started = time.monotonic()
+    with open(log, "ab") as out:
+        out.write(f"\n=== {phase} (kill after {kill_after}, {target})\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            world.argv(phase, n_jobs), cwd=world.work, env=world.env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    outcome = Outcome(code=0)
+    ps = psutil.Process(proc.pid)
+    deadline = None if kill_after is None else started + kill_after
+    while proc.poll() is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            child, step = step_child(ps)
+            outcome.where = where_now(world, phase, step)
+            victim = child if (target == "step program" and child is not None) else ps
+            try:
+                victim.send_signal(signal.SIGKILL)
+                outcome.killed = "step program" if victim is child else "worker"
+            except psutil.NoSuchProcess:
+                pass
+            deadline = None
+        time.sleep(0.01)
+    outcome.code = proc.wait()
+    outcome.seconds = time.monotonic() - started
+    outcome.orphans = wait_group_gone(proc.pid)
+    return outcome
+
+
+def wait_group_gone(pgid: int) -> list[str]:
+    """Every process of the command's group must end with it (the step dies with its worker); those still
+    there after ORPHAN_WAIT_S are named (and then killed, so the next run is not disturbed)."""
+    import psutil
+
+    end = time.monotonic() + ORPHAN_WAIT_S
+    while time.monotonic() < end:
+        left = [p for p in psutil.process_iter(["pid"]) if _group(p) == pgid]
+        if not left:
+            return []
+        time.sleep(0.05)
+    names = [" ".join(p.cmdline()[:6]) for p in left if p.is_running()]
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return names
+
+
+def _group(proc) -> int:
+    try:
+        return os.getpgid(proc.pid)
+    except (ProcessLookupError, PermissionError):
+        return -1
+
+
+@dataclass
+class Tally:
+    kills: Counter = field(default_factory=Counter)
+    survived: Counter = field(default_factory=Counter)
+    by_target: Counter = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    runs: int = 0
+    rounds: int = 0
+
+
+def reference(world: World, n_jobs: int, log: Path, repeats: int) -> tuple[object, dict[str, float]]:
+    """Uninterrupted rounds: the reference trees (copies kept) and seconds per phase; files two rounds leave
+    different are the ones compared within tolerance."""
+    from benchmarks.faults_checks import Reference, snapshot
+
+    ref = Reference(world.work / "reference")
+    shutil.rmtree(ref.folder, ignore_errors=True)
+    seconds: dict[str, float] = {}
+    for i in range(repeats):
+        world.reset()
+        for phase in PHASES:
+            outcome = run_once(world, phase, None, "", n_jobs, log)
+            if outcome.code != 0:
+                raise SystemExit(f"uninterrupted {phase} failed (exit {outcome.code}); see {log}")
+            seconds[phase] = max(seconds.get(phase, 0.0), outcome.seconds)
+            if phase == "sort":
+                curate(world)
+            if phase != "sort":
+                stage = "before" if phase == "postpro" else "final"
+                tree = world.source.root if phase == "postpro" else world.destination.root
+                now = snapshot(tree)
+                if i == 0:
+                    ref.trees[stage] = now
+                    shutil.copytree(tree, ref.folder / stage, symlinks=True)
+                else:
+                    old = ref.trees[stage]
+                    ref.varying |= {rel for rel in set(old) | set(now) if old.get(rel) != now.get(rel)}
+    world.reset()
+    return ref, seconds
+
+
+def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, object]:
+    from benchmarks.faults_checks import Watch, sha256, walk_files
+
+    rng = random.Random(args.seed)
+    world = build_world(args.work, home_mount, args.duration)
+    log = args.work / "runs.log"
+    started = time.monotonic()
+    ref, seconds = reference(world, args.n_jobs, log, args.references)
+    raw = {
+        str(world.world / rel): sha256(world.world / rel)
+        for rel in walk_files(world.world)
+        if rel.startswith(("raw/", "shared/", "subjects/")) and not rel.endswith(".parquet")
+    }
+    tally = Tally()
+    total = 0
+    while total < args.kills:
+        tally.rounds += 1
+        world.reset()
+        watch = Watch(world.source, world.destination, POSTPRO, ref, raw)
+        last_kill, failed = "", False
+        for phase in PHASES:
+            for _ in range(200):
+                kill = total < args.kills
+                delay = rng.uniform(0.0, seconds[phase]) if kill else None
+                target = rng.choice(("worker", "step program"))
+                outcome = run_once(world, phase, delay, target, args.n_jobs, log)
+                tally.runs += 1
+                problems = [f"orphan process: {o}" for o in outcome.orphans]
+                if outcome.killed:
+                    total += 1
+                    last_kill = outcome.where
+                    tally.kills[outcome.where] += 1
+                    tally.by_target[outcome.killed] += 1
+                elif outcome.code != 0:
+                    problems.append(f"{phase} exited {outcome.code} without being killed (see {log})")
+                problems += watch.check(completed=outcome.code == 0)
+                if problems:
+                    where = last_kill or "uninterrupted"
+                    tally.failures.append(
+                        f"seed {args.seed}, kill {total} ({where}, {outcome.killed or 'rerun'}): "
+                        f"{problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+                    )
+                    failed = True
+                    break
+                if outcome.killed:
+                    tally.survived[outcome.where] += 1
+                if outcome.code == 0:
+                    break
+            if failed:
+                break
+            if phase == "sort":
+                watch.curation = curate(world)
+        if args.verbose:
+            print(f"round {tally.rounds}: {total} kills, {len(tally.failures)} failures", flush=True)
+    tally_seconds = {**seconds, "total": time.monotonic() - started}
+    return tally, tally_seconds, ref
+
+
+def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
+    rows = [[where, tally.kills[where], tally.survived[where]] for where in sorted(tally.kills)]
+    rows.append(["all", sum(tally.kills.values()), sum(tally.survived.values())])
+    failures = "\n".join(f"- {line}" for line in tally.failures) or "- none"
+    varying = ", ".join(f"`{rel}`" for rel in sorted(ref.varying)) or "none"
+    return "\n".join(
+        [
+            "# Fault injection: SIGKILL anywhere in the pipeline, rerun, check",
+            "",
+            f"`python benchmarks/faults.py --seed {args.seed} --kills {args.kills}` "
+            f"(demo world {args.duration:g} s x 384 channels, 8 units; `--n-jobs {args.n_jobs}`; "
+            "tridesclous2).",
+            "",
+            *machine_lines(),
+            "",
+            f"Each round sorts (`wisc-sort sort`), curates by hand (every unit labelled), postprocesses "
+            "(`wisc-sort postpro`) and finalizes to a project on its own tmpfs "
+            "(`wisc-sort finalize --to home`); "
+            f"each command is SIGKILLed after a seeded random delay in [0, its uninterrupted time) - the "
+            f"worker, or the step program when one runs - and run again until it completes. "
+            f"{tally.rounds} rounds, {tally.runs} runs, {sum(tally.kills.values())} kills "
+            f"({tally.by_target['worker']} of the worker, {tally.by_target['step program']} of a step "
+            "program), "
+            f"{seconds['total'] / 60:.1f} min in all. Uninterrupted: sort {seconds['sort']:.0f} s, "
+            f"postpro {seconds['postpro']:.0f} s, finalize {seconds['finalize']:.0f} s.",
+            "",
+            "After every run: every step and postprocessing stage whose manifest says complete has outputs "
+            "equal to an uninterrupted run's (bytes, or within tolerance for files two uninterrupted runs "
+            "left different: arrays and tables rtol 1e-3, JSON numbers alike, PNGs the same size); raw data, "
+            "inputs and the hand-made curation files unchanged (sha256); every file ever seen in a `.bak` "
+            "folder still there, unchanged; no process of the command left; after a run that completed, no "
+            "temporary file; a finalized tree equal to the uninterrupted one file by file.",
+            "",
+            md_table(["killed in", "kills", "survived"], rows),
+            "",
+            f"Compared within tolerance (not bit-identical between two uninterrupted runs): {varying}.",
+            "",
+            "Failures (replay: `python benchmarks/faults.py --seed S --kills N`; kill times follow the seed, "
+            "what they hit depends on the machine's speed):",
+            "",
+            failures,
+            "",
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kills", type=int, default=100, help="at least this many SIGKILLs")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds of demo recording")
+    parser.add_argument("--n-jobs", type=int, default=1)
+    parser.add_argument(
+        "--references", type=int, default=2, help="uninterrupted rounds (>= 2 finds variation)"
+    )
+    parser.add_argument("--work", type=Path, default=Path("/tmp/wisc-faults"))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "faults.md")
+    parser.add_argument("--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.support.disks import tmpfs
+
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unmount the tmpfs on the way out
+    args.work = args.work.absolute()
+    args.work.mkdir(parents=True, exist_ok=True)
+    with tmpfs(args.work / "home_fs", HOME_MIB) as home_mount:
+        tally, seconds, ref = harness(args, home_mount)
+    args.out.write_text(report(args, tally, seconds, ref))
+    print(f"{sum(tally.kills.values())} kills, {len(tally.failures)} failures; {args.out}")
+    return 1 if tally.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
