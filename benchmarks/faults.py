@@ -185,30 +185,56 @@ class Outcome:
     where: str = ""
     orphans: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    segments: dict[str, float] = field(default_factory=dict)  # "start" / step -> seconds it lasted
 
 
-def run_once(
-    world: World, phase: str, kill_after: float | None, target: str, n_jobs: int, log: Path
-) -> Outcome:
-    """One command, SIGKILLed (the worker, or its step program when one runs) after `kill_after` s."""
-    import psutil
+@dataclass(frozen=True)
+class Kill:
+    """Kill `target` `delay` seconds after `segment` began: "start" (the command's start, before any step
+    program) or a step whose program runs (`sort`, `postpro.<NAME>`, ...)."""
 
+    segment: str
+    delay: float
+    target: str  # "worker" or "step program"
+
+
+def run_once(world: World, phase: str, kill: Kill | None, n_jobs: int, log: Path) -> Outcome:
+    """One command, SIGKILLed as `kill` says (the worker, or its step program when one runs)."""
     started = time.monotonic()
     with open(log, "ab") as out:
-        out.write(f"\n=== {phase} (kill after {kill_after}, {target})\n".encode())
+        out.write(f"\n=== {phase} ({kill})\n".encode())
         out.flush()
         proc = subprocess.Popen(
             world.argv(phase, n_jobs), cwd=world.work, env=world.env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+    try:
+        return _watch(world, phase, kill, proc, started)
+    finally:
+        if proc.poll() is None:  # the harness itself is stopping: take the command down with it
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _watch(world: World, phase: str, kill: Kill | None, proc: subprocess.Popen, started: float) -> Outcome:
+    import psutil
+
     outcome = Outcome(code=0)
     ps = psutil.Process(proc.pid)
-    deadline = None if kill_after is None else started + kill_after
+    seen: dict[str, list[float]] = {}  # step -> [first, last] moment its program was seen
+    deadline = started + kill.delay if kill is not None and kill.segment == "start" else None
     while proc.poll() is None:
-        if deadline is not None and time.monotonic() >= deadline:
-            child, step = step_child(ps)
+        now = time.monotonic()
+        child, step = step_child(ps)
+        if step:
+            if step not in seen:
+                seen[step] = [now, now]
+                if kill is not None and kill.segment == step:
+                    deadline = now + kill.delay
+            seen[step][1] = now
+        if deadline is not None and now >= deadline:
             outcome.where = where_now(world, phase, step)
-            victim = child if (target == "step program" and child is not None) else ps
+            victim = child if (kill.target == "step program" and child is not None) else ps
             try:
                 victim.send_signal(signal.SIGKILL)
                 outcome.killed = "step program" if victim is child else "worker"
@@ -218,6 +244,8 @@ def run_once(
         time.sleep(0.01)
     outcome.code = proc.wait()
     outcome.seconds = time.monotonic() - started
+    first_step = min((first for first, _ in seen.values()), default=started + outcome.seconds)
+    outcome.segments = {"start": first_step - started, **{k: end - b for k, (b, end) in seen.items()}}
     outcome.orphans = wait_group_gone(proc.pid)
     return outcome
 
@@ -258,35 +286,64 @@ class Tally:
     rounds: int = 0
 
 
-def reference(world: World, n_jobs: int, log: Path, repeats: int) -> tuple[object, dict[str, float]]:
-    """Uninterrupted rounds: the reference trees (copies kept) and seconds per phase; files two rounds leave
-    different are the ones compared within tolerance."""
+def reference(world: World, n_jobs: int, log: Path, repeats: int) -> tuple[object, dict[str, dict]]:
+    """Uninterrupted rounds: the reference trees (copies kept) and each phase's segments (seconds); files two
+    rounds leave different are the ones compared within tolerance."""
     from benchmarks.faults_checks import Reference, snapshot
 
     ref = Reference(world.work / "reference")
     shutil.rmtree(ref.folder, ignore_errors=True)
-    seconds: dict[str, float] = {}
+    timeline: dict[str, dict[str, float]] = {phase: {} for phase in PHASES}
     for i in range(repeats):
         world.reset()
         for phase in PHASES:
-            outcome = run_once(world, phase, None, "", n_jobs, log)
+            outcome = run_once(world, phase, None, n_jobs, log)
             if outcome.code != 0:
                 raise SystemExit(f"uninterrupted {phase} failed (exit {outcome.code}); see {log}")
-            seconds[phase] = max(seconds.get(phase, 0.0), outcome.seconds)
+            for name, seconds in outcome.segments.items():
+                timeline[phase][name] = max(timeline[phase].get(name, 0.0), seconds)
+            timeline[phase]["total"] = max(timeline[phase].get("total", 0.0), outcome.seconds)
             if phase == "sort":
                 curate(world)
-            if phase != "sort":
-                stage = "before" if phase == "postpro" else "final"
-                tree = world.source.root if phase == "postpro" else world.destination.root
-                now = snapshot(tree)
-                if i == 0:
-                    ref.trees[stage] = now
-                    shutil.copytree(tree, ref.folder / stage, symlinks=True)
-                else:
-                    old = ref.trees[stage]
-                    ref.varying |= {rel for rel in set(old) | set(now) if old.get(rel) != now.get(rel)}
+                continue
+            stage = "before" if phase == "postpro" else "final"
+            tree = world.source.root if phase == "postpro" else world.destination.root
+            now = snapshot(tree)
+            if i == 0:
+                ref.trees[stage] = now
+                shutil.copytree(tree, ref.folder / stage, symlinks=True)
+            else:
+                old = ref.trees[stage]
+                ref.varying |= {rel for rel in set(old) | set(now) if old.get(rel) != now.get(rel)}
     world.reset()
-    return ref, seconds
+    return ref, timeline
+
+
+def remaining(world: World, phase: str, timeline: dict[str, float]) -> list[str]:
+    """The segments of `phase` a run may still pass through: its start, and the steps not yet complete."""
+    from tasks.core.manifest import status
+    from tasks.steps.postpro_state import postpro_status
+
+    source = world.source
+    left = ["start"]
+    for name in timeline:
+        if name in ("start", "total"):
+            continue
+        if name.startswith("postpro."):
+            done = postpro_status(source, POSTPRO) == "done"
+        else:
+            done = source.opts.is_file() and source.segments.is_file() and status(source, name) == "done"
+        if not done:
+            left.append(name)
+    return left
+
+
+def plan_kill(rng: random.Random, world: World, phase: str, timeline: dict[str, float]) -> Kill | None:
+    """A seeded choice: no kill (1 in 6), or a segment still to run and a moment inside it."""
+    if rng.random() < 1 / 6:
+        return None
+    segment = rng.choice(remaining(world, phase, timeline))
+    return Kill(segment, rng.uniform(0.0, timeline[segment]), rng.choice(("worker", "step program")))
 
 
 def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, object]:
@@ -296,7 +353,7 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
     world = build_world(args.work, home_mount, args.duration)
     log = args.work / "runs.log"
     started = time.monotonic()
-    ref, seconds = reference(world, args.n_jobs, log, args.references)
+    ref, timeline = reference(world, args.n_jobs, log, args.references)
     raw = {
         str(world.world / rel): sha256(world.world / rel)
         for rel in walk_files(world.world)
@@ -310,11 +367,9 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
         watch = Watch(world.source, world.destination, POSTPRO, ref, raw)
         last_kill, failed = "", False
         for phase in PHASES:
-            for _ in range(200):
-                kill = total < args.kills
-                delay = rng.uniform(0.0, seconds[phase]) if kill else None
-                target = rng.choice(("worker", "step program"))
-                outcome = run_once(world, phase, delay, target, args.n_jobs, log)
+            for _ in range(500):
+                kill = plan_kill(rng, world, phase, timeline[phase]) if total < args.kills else None
+                outcome = run_once(world, phase, kill, args.n_jobs, log)
                 tally.runs += 1
                 problems = [f"orphan process: {o}" for o in outcome.orphans]
                 if outcome.killed:
@@ -326,11 +381,9 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
                     problems.append(f"{phase} exited {outcome.code} without being killed (see {log})")
                 problems += watch.check(completed=outcome.code == 0)
                 if problems:
-                    where = last_kill or "uninterrupted"
-                    tally.failures.append(
-                        f"seed {args.seed}, kill {total} ({where}, {outcome.killed or 'rerun'}): "
-                        f"{problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
-                    )
+                    where = f"{last_kill}, {outcome.killed or 'rerun'}" if last_kill else "uninterrupted"
+                    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+                    tally.failures.append(f"seed {args.seed}, kill {total} ({where}): {problems[0]}{more}")
                     failed = True
                     break
                 if outcome.killed:
@@ -343,8 +396,8 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
                 watch.curation = curate(world)
         if args.verbose:
             print(f"round {tally.rounds}: {total} kills, {len(tally.failures)} failures", flush=True)
-    tally_seconds = {**seconds, "total": time.monotonic() - started}
-    return tally, tally_seconds, ref
+    seconds = {phase: timeline[phase]["total"] for phase in PHASES}
+    return tally, {**seconds, "total": time.monotonic() - started}, ref
 
 
 def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
@@ -365,8 +418,10 @@ def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
             f"Each round sorts (`wisc-sort sort`), curates by hand (every unit labelled), postprocesses "
             "(`wisc-sort postpro`) and finalizes to a project on its own tmpfs "
             "(`wisc-sort finalize --to home`); "
-            f"each command is SIGKILLed after a seeded random delay in [0, its uninterrupted time) - the "
-            f"worker, or the step program when one runs - and run again until it completes. "
+            "each run of a command is, by a seeded draw, left alone (1 in 6) or SIGKILLed - the worker, or "
+            "the step program when one runs - at a random moment of its start or of a step it has still to "
+            "run (uniform over that part's uninterrupted duration); the command is run again until it "
+            "completes. "
             f"{tally.rounds} rounds, {tally.runs} runs, {sum(tally.kills.values())} kills "
             f"({tally.by_target['worker']} of the worker, {tally.by_target['step program']} of a step "
             "program), "
@@ -399,7 +454,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kills", type=int, default=100, help="at least this many SIGKILLs")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds of demo recording")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of demo recording")
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument(
         "--references", type=int, default=2, help="uninterrupted rounds (>= 2 finds variation)"

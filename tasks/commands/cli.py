@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -282,10 +284,17 @@ COMMANDS = {
 COMMANDS["finalize"] = cmd_finalize
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
     warnings.simplefilter("always", WiscWarning)
+    # SIGTERM (kill, a batch system's stop) ends the command as Ctrl-C does: its step stopped, one line.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except UserError as err:
@@ -294,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wisc-sort: interrupted; completed steps are kept, rerun to resume", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
