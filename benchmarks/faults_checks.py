@@ -64,9 +64,9 @@ def bak_files(root: Path) -> dict[str, str]:
 
 
 def temp_files(*roots: Path) -> list[str]:
-    return [
-        str(r / rel) for r in roots for rel in walk_files(r) if any(m in Path(rel).name for m in TMP_MARKS)
-    ]
+    """Temporary files under `roots` outside backups (a backup keeps whatever partial files it was given)."""
+    found = [r / rel for r in roots for rel in walk_files(r) if not _is_bak(rel)]
+    return [str(path) for path in found if any(mark in path.name for mark in TMP_MARKS)]
 
 
 def close_enough(path: Path, ref: Path) -> str:
