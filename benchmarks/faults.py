@@ -28,6 +28,8 @@ PHASES = ("sort", "postpro", "finalize")
 POSTPRO = "postpro_faults"
 HOME_MIB = 256
 ORPHAN_WAIT_S = 30.0
+UNITS = 5
+KILLS_PER_SEGMENT = 2  # per round: the command's start, each step (postpro: its program), finalize
 
 
 @dataclass
@@ -94,7 +96,7 @@ def build_world(work: Path, home_mount: Path, duration_s: float) -> World:
 
     world = World(work, home_mount)
     if not (world.world / "README.txt").exists():
-        write_demo_world(world.world, duration_s=duration_s, num_units=8, seed=1, flat_s=1.0)
+        write_demo_world(world.world, duration_s=duration_s, num_units=UNITS, seed=1, flat_s=1.0)
     world.projects_file.write_text(
         f"project: shared\nproject_directory: {world.world / 'shared'}\n...\n---\n"
         f"project: shared_ssd\nproject_directory: {work / 'ssd'}\n...\n---\n"
@@ -102,7 +104,7 @@ def build_world(work: Path, home_mount: Path, duration_s: float) -> World:
     )
     opts = fast_options()
     drift = next(s for s in opts["preprocessing"] if s["step_name"] == "drift_correction")["step_params"]
-    drift["estimate_motion_kwargs"]["bin_s"] = drift["clean_motion_kwargs"]["sigma_smooth_s"] = 2.0
+    drift["estimate_motion_kwargs"]["bin_s"] = drift["clean_motion_kwargs"]["sigma_smooth_s"] = 1.5
     # A seeded sort, one level of splits: the pipeline is under test here, not the sorter.
     opts["sorting"]["sorter_params"] = {"seed": 0, "clustering_recursive_depth": 1}
     (work / "sorting.yaml").write_text(yaml.safe_dump(opts, sort_keys=False))
@@ -338,11 +340,16 @@ def remaining(world: World, phase: str, timeline: dict[str, float]) -> list[str]
     return left
 
 
-def plan_kill(rng: random.Random, world: World, phase: str, timeline: dict[str, float]) -> Kill | None:
-    """A seeded choice: no kill (1 in 6), or a segment still to run and a moment inside it."""
-    if rng.random() < 1 / 6:
+def plan_kill(
+    rng: random.Random, world: World, phase: str, timeline: dict[str, float], planned: Counter
+) -> Kill | None:
+    """A seeded choice among the segments still to run that were aimed at fewer than KILLS_PER_SEGMENT times
+    this round, a moment inside it and a target; None (run to the end) once every segment had its kills."""
+    left = [s for s in remaining(world, phase, timeline) if planned[phase, s] < KILLS_PER_SEGMENT]
+    if not left:
         return None
-    segment = rng.choice(remaining(world, phase, timeline))
+    segment = rng.choice(left)
+    planned[phase, segment] += 1
     return Kill(segment, rng.uniform(0.0, timeline[segment]), rng.choice(("worker", "step program")))
 
 
@@ -365,11 +372,11 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
         tally.rounds += 1
         world.reset()
         watch = Watch(world.source, world.destination, POSTPRO, ref, raw)
-        last_kill, failed = "", False
+        last_kill, failed, planned = "", False, Counter()
         for phase in PHASES:
             for _ in range(500):
                 more = total < args.kills and not STOP
-                kill = plan_kill(rng, world, phase, timeline[phase]) if more else None
+                kill = plan_kill(rng, world, phase, timeline[phase], planned) if more else None
                 outcome = run_once(world, phase, kill, args.n_jobs, log)
                 tally.runs += 1
                 problems = [f"orphan process: {o}" for o in outcome.orphans]
@@ -411,7 +418,7 @@ def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
             "# Fault injection: SIGKILL anywhere in the pipeline, rerun, check",
             "",
             f"`python benchmarks/faults.py --seed {args.seed} --kills {args.kills}` "
-            f"(demo world {args.duration:g} s x 384 channels, 8 units; `--n-jobs {args.n_jobs}`; "
+            f"(demo world {args.duration:g} s x 384 channels, {UNITS} units; `--n-jobs {args.n_jobs}`; "
             "tridesclous2).",
             "",
             *machine_lines(),
@@ -419,10 +426,10 @@ def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
             f"Each round sorts (`wisc-sort sort`), curates by hand (every unit labelled), postprocesses "
             "(`wisc-sort postpro`) and finalizes to a project on its own tmpfs "
             "(`wisc-sort finalize --to home`); "
-            "each run of a command is, by a seeded draw, left alone (1 in 6) or SIGKILLed - the worker, or "
-            "the step program when one runs - at a random moment of its start or of a step it has still to "
-            "run (uniform over that part's uninterrupted duration); the command is run again until it "
-            "completes. "
+            "each run of a command is SIGKILLed - the worker, or the step program when one runs, by a seeded "
+            "draw - at a random moment of its start or of a step it has still to run (uniform over that "
+            f"part's uninterrupted duration), each part aimed at {KILLS_PER_SEGMENT} times per round; the "
+            "command is run again until it completes. "
             f"{tally.rounds} rounds, {tally.runs} runs, {sum(tally.kills.values())} kills "
             f"({tally.by_target['worker']} of the worker, {tally.by_target['step program']} of a step "
             "program), "
@@ -466,7 +473,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kills", type=int, default=100, help="at least this many SIGKILLs")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of demo recording")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds of demo recording")
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument(
         "--references", type=int, default=2, help="uninterrupted rounds (>= 2 finds variation)"
