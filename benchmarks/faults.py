@@ -28,8 +28,10 @@ PHASES = ("sort", "postpro", "finalize")
 POSTPRO = "postpro_faults"
 HOME_MIB = 256
 ORPHAN_WAIT_S = 30.0
+HANG_S = 600.0  # a run this long is stuck (an uninterrupted phase takes a few minutes here)
 UNITS = 5
-KILLS_PER_SEGMENT = 2  # per round: the command's start, each step (postpro: its program), finalize
+KILLS_PER_SEGMENT = 3  # per round: the command's start, each step (postpro: its program), finalize
+KILLS_PER_SEGMENT_OF = {"sort": 1}  # the sorter is the long step: one kill per round there
 
 
 @dataclass
@@ -188,6 +190,7 @@ class Outcome:
     orphans: list[str] = field(default_factory=list)
     seconds: float = 0.0
     segments: dict[str, float] = field(default_factory=dict)  # "start" / step -> seconds it lasted
+    hung: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,7 @@ def run_once(world: World, phase: str, kill: Kill | None, n_jobs: int, log: Path
         out.write(f"\n=== {phase} ({kill})\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            world.argv(phase, n_jobs), cwd=world.work, env=world.env, stdout=out, stderr=subprocess.STDOUT,
+            world.argv(phase, n_jobs), cwd=REPO, env=world.env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     try:
@@ -219,6 +222,7 @@ def run_once(world: World, phase: str, kill: Kill | None, n_jobs: int, log: Path
 
 
 def _watch(world: World, phase: str, kill: Kill | None, proc: subprocess.Popen, started: float) -> Outcome:
+    """Poll the command: which step program runs, when to kill; a run past HANG_S is killed as hung."""
     import psutil
 
     outcome = Outcome(code=0)
@@ -227,6 +231,10 @@ def _watch(world: World, phase: str, kill: Kill | None, proc: subprocess.Popen, 
     deadline = started + kill.delay if kill is not None and kill.segment == "start" else None
     while proc.poll() is None:
         now = time.monotonic()
+        if now - started > HANG_S:
+            os.killpg(proc.pid, signal.SIGKILL)
+            outcome.hung = True
+            break
         child, step = step_child(ps)
         if step:
             if step not in seen:
@@ -288,6 +296,17 @@ class Tally:
     rounds: int = 0
 
 
+def saved_reference(world: World) -> tuple[object, dict[str, dict]]:
+    """The reference an earlier run of the harness left in the same --work folder (same world, options)."""
+    import json
+
+    from benchmarks.faults_checks import Reference, snapshot
+
+    ref = Reference(world.work / "reference")
+    ref.trees = {stage: snapshot(ref.folder / stage) for stage in ("before", "final")}
+    return ref, json.loads((world.work / "timeline.json").read_text())
+
+
 def reference(world: World, n_jobs: int, log: Path, repeats: int) -> tuple[object, dict[str, dict]]:
     """Uninterrupted rounds: the reference trees (copies kept) and each phase's segments (seconds); files two
     rounds leave different are the ones compared within tolerance."""
@@ -318,6 +337,9 @@ def reference(world: World, n_jobs: int, log: Path, repeats: int) -> tuple[objec
                 old = ref.trees[stage]
                 ref.varying |= {rel for rel in set(old) | set(now) if old.get(rel) != now.get(rel)}
     world.reset()
+    import json
+
+    (world.work / "timeline.json").write_text(json.dumps(timeline, indent=1))
     return ref, timeline
 
 
@@ -345,7 +367,11 @@ def plan_kill(
 ) -> Kill | None:
     """A seeded choice among the segments still to run that were aimed at fewer than KILLS_PER_SEGMENT times
     this round, a moment inside it and a target; None (run to the end) once every segment had its kills."""
-    left = [s for s in remaining(world, phase, timeline) if planned[phase, s] < KILLS_PER_SEGMENT]
+    left = [
+        s
+        for s in remaining(world, phase, timeline)
+        if planned[phase, s] < KILLS_PER_SEGMENT_OF.get(s, KILLS_PER_SEGMENT)
+    ]
     if not left:
         return None
     segment = rng.choice(left)
@@ -360,7 +386,10 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
     world = build_world(args.work, home_mount, args.duration)
     log = args.work / "runs.log"
     started = time.monotonic()
-    ref, timeline = reference(world, args.n_jobs, log, args.references)
+    if args.reuse_reference and (args.work / "timeline.json").is_file():
+        ref, timeline = saved_reference(world)
+    else:
+        ref, timeline = reference(world, args.n_jobs, log, args.references)
     raw = {
         str(world.world / rel): sha256(world.world / rel)
         for rel in walk_files(world.world)
@@ -380,12 +409,14 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
                 outcome = run_once(world, phase, kill, args.n_jobs, log)
                 tally.runs += 1
                 problems = [f"orphan process: {o}" for o in outcome.orphans]
-                if outcome.killed:
+                if outcome.killed and not outcome.hung:
                     total += 1
                     last_kill = outcome.where
                     tally.kills[outcome.where] += 1
                     tally.by_target[outcome.killed] += 1
-                elif outcome.code != 0:
+                if outcome.hung:
+                    problems.append(f"{phase} hung: killed after {HANG_S:.0f} s (see {log})")
+                elif outcome.code != 0 and not outcome.killed:
                     problems.append(f"{phase} exited {outcome.code} without being killed (see {log})")
                 problems += watch.check(completed=outcome.code == 0)
                 if problems:
@@ -398,7 +429,7 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
                     tally.survived[outcome.where] += 1
                 if outcome.code == 0:
                     break
-            if failed:
+            if failed or STOP:  # stopping: this phase ran to its end after the last kill
                 break
             if phase == "sort":
                 watch.curation = curate(world)
@@ -428,7 +459,8 @@ def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
             "(`wisc-sort finalize --to home`); "
             "each run of a command is SIGKILLed - the worker, or the step program when one runs, by a seeded "
             "draw - at a random moment of its start or of a step it has still to run (uniform over that "
-            f"part's uninterrupted duration), each part aimed at {KILLS_PER_SEGMENT} times per round; the "
+            f"part's uninterrupted duration), each part aimed at {KILLS_PER_SEGMENT} times per round (the "
+            "sorter once); the "
             "command is run again until it completes. "
             f"{tally.rounds} rounds, {tally.runs} runs, {sum(tally.kills.values())} kills "
             f"({tally.by_target['worker']} of the worker, {tally.by_target['step program']} of a step "
@@ -464,7 +496,7 @@ STOP: list[str] = []
 def _stop(signum, frame) -> None:
     if STOP:  # a second SIGTERM: leave now (the tmpfs is unmounted on the way out)
         sys.exit(143)
-    STOP.append("stopped early by SIGTERM: no kill after it, the round finished")
+    STOP.append("stopped by SIGTERM (time was up): no kill after it; the phase then running ran to its end")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -481,6 +513,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("/tmp/wisc-faults"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "faults.md")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--reuse-reference", action="store_true", help="the uninterrupted run an earlier run left in --work"
+    )
     return parser.parse_args(argv)
 
 
