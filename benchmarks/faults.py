@@ -38,7 +38,11 @@ PHASES = ("sort", "postpro", "finalize")
 HOME_MIB = 256
 HANG_S = 600.0  # a run this long is stuck (an uninterrupted phase takes a few minutes here)
 KILLS_PER_SEGMENT = 3  # per round: the command's start, each step (postpro: its program), finalize
-KILLS_PER_SEGMENT_OF = {"sort": 1}  # the sorter is the long step: one kill per round there
+KILLS_PER_SEGMENT_OF = {"sort": 1}
+# tridesclous2 is not bit-reproducible (seed 0, same recording.dat: a few of ~100 spike times and the unit
+# numbering differ between two uninterrupted runs): its outputs and the postprocessing made from them are
+# checked complete and well formed where they are not byte-equal.
+LOOSE = ("si_output/sorter_output/", f"{POSTPRO}/")  # the sorter is the long step: one kill per round there
 
 
 @dataclass
@@ -223,6 +227,7 @@ def harness(args: argparse.Namespace, home_mount: Path) -> tuple[Tally, dict, ob
         ref, timeline = saved_reference(world)
     else:
         ref, timeline = reference(world, args.n_jobs, log, args.references)
+    ref.loose_prefixes = LOOSE
     raw = {
         str(world.world / rel): sha256(world.world / rel)
         for rel in walk_files(world.world)
@@ -277,6 +282,7 @@ def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
     rows.append(["all", sum(tally.kills.values()), sum(tally.survived.values())])
     failures = "\n".join(f"- {line}" for line in tally.failures) or "- none"
     varying = ", ".join(f"`{rel}`" for rel in sorted(ref.varying | ref.tolerated)) or "none"
+    loose = ", ".join(f"`{rel}`" for rel in sorted(ref.loose)) or "none"
     return "\n".join(
         [
             "# Fault injection: SIGKILL anywhere in the pipeline, rerun, check",
@@ -311,7 +317,10 @@ def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
             md_table(["killed in", "kills", "survived"], rows),
             "",
             "Every other file checked was equal byte for byte. Equal only within tolerance (not "
-            f"bit-identical between two uninterrupted runs, or after a kill): {varying}.",
+            f"bit-identical between two uninterrupted runs, or after a kill): {varying}. Made by a sort "
+            "that came out different from the reference's (tridesclous2 is not bit-reproducible: a few of "
+            "~100 spike times and the unit numbering differ between two uninterrupted runs), hence checked "
+            f"complete and well formed only (loadable, same kind, columns and keys): {loose}.",
             "",
             *([f"{STOP[0]}.", ""] if STOP else []),
             "Failures (replay: `python benchmarks/faults.py --seed S --kills N`; kill times follow the seed, "
