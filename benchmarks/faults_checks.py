@@ -158,12 +158,16 @@ class Reference:
     loose_prefixes: tuple[str, ...] = ()
     loose: set[str] = field(default_factory=set)
 
-    def compare(self, root: Path, rels: list[str]) -> list[str]:
-        """Each file of `root` named in `rels` must equal its reference before or after finalize."""
+    def compare(self, root: Path, rels: list[str], whole_tree: bool = False) -> list[str]:
+        """Each file of `root` named in `rels` must equal its reference before or after finalize.
+        whole_tree: `rels` is the reference's tree, where a sort's own files (unit plots) may be absent."""
         problems = []
         for rel in rels:
             path = root / rel
             if not (path.exists() or path.is_symlink()):
+                if whole_tree and rel.startswith(self.loose_prefixes):
+                    self.loose.add(rel)  # the reference's sort found a unit this round's did not
+                    continue
                 problems.append(f"{path}: missing")
                 continue
             known = [stage for stage, tree in self.trees.items() if rel in tree]
@@ -251,7 +255,8 @@ class Watch:
             extra = sorted(set(final) - set(self.reference.trees["final"]))
             extra = [rel for rel in extra if not rel.startswith(self.reference.loose_prefixes)]
             problems += [f"{self.destination.root / rel}: not in the finalized reference" for rel in extra]
-            problems += self.reference.compare(self.destination.root, sorted(self.reference.trees["final"]))
+            final_rels = sorted(self.reference.trees["final"])
+            problems += self.reference.compare(self.destination.root, final_rels, whole_tree=True)
         for rel, value in self.baks.items():
             if not any((r / rel).is_file() and sha256(r / rel) == value for r in roots):
                 problems.append(f"backup {rel}: lost or changed")
