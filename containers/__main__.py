@@ -64,5 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def interrupted_quietly(argv: list[str] | None = None) -> int:
+    """main(), ending in one line on Ctrl-C (the terminal signals the step with its command): no traceback;
+    the command says what happened, and its outputs never look done without their manifest."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("wisc-sort step: interrupted", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(interrupted_quietly())

@@ -15,6 +15,7 @@ from tasks.core.atomic import atomic_path
 from tasks.core.diskspace import (
     bytes_needed,
     free_bytes,
+    full_disk_as_error,
     human_bytes,
     partial_files,
     preflight,
@@ -104,7 +105,8 @@ def run(ctx: StepContext) -> None:
         for path in partial:
             path.unlink()
     ctx.progress.label = f"{ctx.progress.label} ({human_bytes(n_samples * n_channels * 2)})"
-    with atomic_path(target) as tmp:
+    # Another process may fill the drive after the preflight: one line, and no partial file left.
+    with full_disk_as_error(target.parent, f"writing {target}", needed, reserve), atomic_path(target) as tmp:
         if chain is not None:  # one pass: a reader ahead, the engine, a writer behind
             progress = ctx.progress.update
             write_recording_dat(chain, tmp, n_jobs=ctx.n_jobs, on_progress=lambda f: progress(100.0 * f))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -321,12 +323,19 @@ COMMANDS["scan-artifacts"] = cmd_scan_artifacts
 COMMANDS["export-nwb"] = cmd_export_nwb
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
     if getattr(args, "verbose", False):
         os.environ["WISC_VERBOSE"] = "1"  # luigi's worker processes and the demo's programs read it
     warnings.simplefilter("always", WiscWarning)
+    # SIGTERM (kill, a batch system's stop) ends the command as Ctrl-C does: its step stopped, one line.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except UserError as err:
@@ -335,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wisc-sort: interrupted; completed steps are kept, rerun to resume", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

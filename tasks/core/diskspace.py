@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -81,3 +85,43 @@ def require_room(
         have = f"{human_bytes(free)} free{reserve_text}"
         raise UserError(f"{where}: needs {human_bytes(needed)} {purpose}, {have}: {advice}")
     return free
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path` (or its nearest existing parent): the drive's name."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def full_disk_as_error(
+    where: Path, what: str, needed: int | Callable[[], int], reserve: int
+) -> Iterator[None]:
+    """A drive that fills while `what` is written at `where` (another process took the space the preflight
+    saw) becomes one UserError: the drive, the bytes missing, what to do. `needed`: the bytes still to write
+    (or a function giving them once the write failed).
+
+    Wrap the whole write, temporary files included, so that the free space is measured after their removal.
+    """
+    try:
+        yield
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        free = free_bytes(where)
+        need = needed() if callable(needed) else needed
+        missing = max(need + reserve - free, 1)
+        reserve_text = f", reserve {human_bytes(reserve)}" if reserve else ""
+        raise UserError(
+            f"{mount_point(where)}: drive full while {what}: {human_bytes(missing)} missing "
+            f"({human_bytes(need)} to write, {human_bytes(free)} free{reserve_text}); "
+            "free space and run the same command again"
+        ) from None

@@ -34,6 +34,27 @@ def step_lock(sorting: SortingDir, step: str) -> Iterator[None]:
         yield
 
 
+class ErrorLine:
+    """A sink that keeps the step program's own one-line error (`wisc-sort step <step>: error: ...`), so that
+    the step's failure says what went wrong (a full drive, bad input), not only where its log is."""
+
+    MARK = b"wisc-sort step "
+
+    def __init__(self) -> None:
+        self.tail = b""
+        self.line = ""
+
+    def write(self, chunk: bytes) -> None:
+        self.tail = (self.tail + chunk)[-65536:]
+        for raw in self.tail.replace(b"\r", b"\n").split(b"\n")[:-1]:
+            if raw.startswith(self.MARK) and b": error: " in raw:
+                self.line = raw.split(b": error: ", 1)[1].decode(errors="replace").strip()
+        self.tail = self.tail.rsplit(b"\n", 1)[-1]
+
+    def flush(self) -> None:
+        return None
+
+
 def write_sinks(chunk: bytes, sinks: list) -> None:
     for sink in sinks:
         sink.write(chunk)
@@ -149,6 +170,7 @@ class Executor(abc.ABC):
         stop = threading.Event()
         loud = verbose()
         line = StepLine(step, sorting)
+        error = ErrorLine()
         with step_lock(sorting, step), open(log_path, "ab") as log:
             refresh_report(sorting, running=step)
             # The step's output (library warnings and bars included) goes to its log; to the terminal too
@@ -156,7 +178,7 @@ class Executor(abc.ABC):
             terminal = (
                 sys.stderr.buffer if loud and hasattr(sys.stderr, "buffer") else OurWarnings(sys.stderr)
             )
-            sinks = [log, terminal]
+            sinks = [log, error, terminal]
 
             def progress(percent: float, message: str, hours: float | None = None) -> None:
                 if not loud:
@@ -177,7 +199,7 @@ class Executor(abc.ABC):
             line.finish(returncode)
         refresh_report(sorting)
         if returncode != 0:
-            reason = last_line(log_path)
+            reason = error.line or last_line(log_path)  # the step's own error line, else its log's last
             raise StepFailed(
                 f"step {step} of {sorting.root} failed (exit {returncode})"
                 + (f": {reason}" if reason else "")

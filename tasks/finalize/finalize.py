@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tasks.core import atomic, manifest
 from tasks.core.atomic import TMP_MARK
-from tasks.core.diskspace import human_bytes, require_room
+from tasks.core.diskspace import full_disk_as_error, human_bytes, require_room
 from tasks.core.errors import UserError
 from tasks.core.layout import PIPELINE_DIR, SortingDir
 from tasks.finalize.relocate import (
@@ -325,7 +325,12 @@ def _copy_phase(journal: dict, src: Path, dst: Path, save) -> None:
         journal["phase"] = "copying"
         save()
     if journal["phase"] == "copying":
-        with _progress_bar(2 * tree_bytes(entries), f"copy+verify {dst.name}") as bar:
+
+        def left() -> int:  # bytes still to copy: what a drive that filled meanwhile lacks
+            return tree_bytes({rel: e for rel, e in entries.items() if e.get("state") != "verified"})
+
+        full = full_disk_as_error(dst, f"copying {src} to {dst}", left, disk_reserve_bytes())
+        with full, _progress_bar(2 * tree_bytes(entries), f"copy+verify {dst.name}") as bar:
             copy_tree(src, dst, entries, save, bar)
             for _ in range(3):  # written to while being copied: copy what changed, until nothing does
                 if not changed_since_plan(src, entries, _skip):
