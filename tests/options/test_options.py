@@ -79,7 +79,10 @@ def test_demo_is_cpu_only() -> None:
     assert drift["localize_peaks_kwargs"]["method"] == "grid_convolution"
     assert drift["estimate_motion_kwargs"]["conv_engine"] == "numpy"
     # Fit to the demo's 60 s zigzag (the chronic defaults' 10 s would halve it): README, the demo's note.
-    assert (drift["estimate_motion_kwargs"]["bin_s"], drift["clean_motion_kwargs"]["sigma_smooth_s"]) == (5.0, 2.0)
+    assert (drift["estimate_motion_kwargs"]["bin_s"], drift["clean_motion_kwargs"]["sigma_smooth_s"]) == (
+        5.0,
+        2.0,
+    )
     assert data["sorting"] == {"sorter_name": "tridesclous2", "sorter_params": {}}
 
 
