@@ -4,16 +4,14 @@ reruns when what it exports changes."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.commands.cli import main
 from tasks.core.manifest import status
 from tasks.inputs.segments import frame_to_file, read_segments
 from tasks.steps.registry import NWB_FILE
+from tests.support.cli import main_keeping_env
 from tests.support.postpro_world import postpro, setup_world
 
 pytestmark = pytest.mark.slow
@@ -22,12 +20,7 @@ pytestmark = pytest.mark.slow
 def export(demo_world, tmp_path, *extra: str) -> int:
     argv = demo_world.argv(tmp_path, *extra)
     argv[0] = "export-nwb"
-    saved = dict(os.environ)
-    try:
-        return main(argv)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return main_keeping_env(argv)
 
 
 def sorter_spike_frames(sorter_output) -> dict[int, np.ndarray]:

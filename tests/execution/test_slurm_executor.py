@@ -21,6 +21,7 @@ from tasks.steps import pipeline, registry
 from tests.support.luigid import luigid_factory_fixture  # noqa: F401
 from tests.support.ops_world import tasks_by_family
 from tests.support.pipeline_world import copy_sorting, wait_until
+from tests.support.plugins import installed_step_plugin
 from tests.support.slurm import SHARDS, slurm  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -162,23 +163,9 @@ KEPT_HOURS = {"S_chronic": 24.0, "S_acute1": 1.5, "S_acute2": 1.5}
 def standin_sort(tmp_path, monkeypatch):
     """A plugin step of the sort's kind (SortTask: GPU units by recording class), run as a stand-in program:
     no real sort can ask for a GPU here."""
-    plugin = tmp_path / "plugin"
-    (plugin / "wisc_standin").mkdir(parents=True)
-    (plugin / "wisc_standin" / "__init__.py").write_text("")
-    (plugin / "wisc_standin" / "declare.py").write_text(STANDIN_DECLARATION)
-    (plugin / "wisc_standin" / "sort.py").write_text(STANDIN_MODULE)
-    dist = plugin / "wisc_standin-0.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wisc-standin\nVersion: 0.0\n")
-    (dist / "entry_points.txt").write_text(
-        f"[{registry.PLUGIN_GROUP}]\nstandin = wisc_standin.declare:STEP\n"
-    )
-    monkeypatch.syspath_prepend(str(plugin))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugin), os.environ.get("PYTHONPATH", "")]))
-    registry.load_plugin_steps()
-    yield pipeline.task_class("standin_gpu_sort")
-    registry.STEPS.pop("standin_gpu_sort", None)
-    pipeline.TASKS.pop("standin_gpu_sort", None)
+    modules = {"declare": STANDIN_DECLARATION, "sort": STANDIN_MODULE}
+    with installed_step_plugin(tmp_path, monkeypatch, "wisc_standin", "standin_gpu_sort", modules):
+        yield pipeline.task_class("standin_gpu_sort")
 
 
 def _standin_sorting(root: Path, subject: str) -> SortingDir:

@@ -12,6 +12,7 @@ import pytest
 from tasks.core.layout import SortingDir
 from tasks.core.manifest import status
 from tasks.steps import pipeline, registry
+from tests.support.plugins import installed_step_plugin
 
 DECLARATION = """from tasks.steps.registry import Step
 
@@ -32,21 +33,10 @@ def run(ctx):
 
 @pytest.fixture
 def hello_plugin(tmp_path, monkeypatch):
-    plugin = tmp_path / "plugin"
-    (plugin / "wisc_hello").mkdir(parents=True)
-    (plugin / "wisc_hello" / "__init__.py").write_text("")
-    (plugin / "wisc_hello" / "declare.py").write_text(DECLARATION)
-    (plugin / "wisc_hello" / "hello.py").write_text(MODULE)
-    dist = plugin / "wisc_hello-0.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wisc-hello\nVersion: 0.0\n")
-    (dist / "entry_points.txt").write_text(f"[{registry.PLUGIN_GROUP}]\nhello = wisc_hello.declare:STEP\n")
-    monkeypatch.syspath_prepend(str(plugin))  # this process, and the step program through PYTHONPATH
-    monkeypatch.setenv("PYTHONPATH", str(plugin))
-    registry.load_plugin_steps()
-    yield
-    registry.STEPS.pop("hello", None)
-    pipeline.TASKS.pop("hello", None)
+    with installed_step_plugin(
+        tmp_path, monkeypatch, "wisc_hello", "hello", {"declare": DECLARATION, "hello": MODULE}
+    ):
+        yield
 
 
 def _sorting(tmp_path, monkeypatch) -> SortingDir:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,3 +16,13 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def main_keeping_env(argv: list[str]) -> int:
+    """`wisc-sort ARGV` in this process, the environment (which commands may set) restored afterwards."""
+    saved = dict(os.environ)
+    try:
+        return main(argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from tasks.commands.cli import main
 from tasks.core.layout import SortingDir
+from tests.support.cli import main_keeping_env
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_OPTS = REPO / "opts" / "sorting_demo.yaml"
@@ -84,12 +83,8 @@ class World:
         ]  # fmt: skip
 
     def run(self, sorting_root: Path, *extra: str, n_jobs: int = 2) -> int:
-        saved = dict(os.environ)
-        try:  # the CLI exports WISC_* paths for its Luigi workers: keep them out of other tests
-            return main(self.argv(sorting_root, *extra, n_jobs=n_jobs))
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        # The CLI exports WISC_* paths for its Luigi workers: keep them out of other tests.
+        return main_keeping_env(self.argv(sorting_root, *extra, n_jobs=n_jobs))
 
 
 def write_options(path: Path, opts: dict) -> Path:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import yaml
 
-from tasks.commands.cli import main
+from tests.support.cli import main_keeping_env
 from tests.support.pipeline_world import EXPERIMENT, REPO, SUBJECT, copy_sorting
 
 DEMO_POSTPRO = REPO / "opts" / "postpro_demo.yaml"
@@ -44,9 +42,4 @@ def postpro(demo_world, tmp_path, opts_path, *extra: str) -> int:
     projects.write_text(
         projects.read_text() + f"---\nproject: hyp\nproject_directory: {tmp_path / 'hyp'}\n...\n"
     )
-    saved = dict(os.environ)
-    try:
-        return main(argv)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return main_keeping_env(argv)
