@@ -20,6 +20,8 @@ from tasks.steps.registry import STEPS
 
 # Records of a run, not its outputs: manifests, logs, progress, locks, the finalize journal (times, pids).
 VOLATILE_DIR = ".pipeline"
+# A view of those records (step times, states), rewritten around every step: not an output either.
+REPORT = "report.html"
 TMP_MARKS = (".wisc-tmp-", "-luigi-tmp-", ".wisc-move-")
 RTOL, ATOL = 1e-3, 1e-6
 
@@ -50,11 +52,12 @@ def digest(path: Path) -> str:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """rel -> sha256 (or link target) of the outputs under `root`; records (.pipeline/), backups left out."""
+    """rel -> sha256 (or link target) of the outputs under `root`; records (.pipeline/, report.html) and
+    backups left out."""
     return {
         rel: digest(root / rel)
         for rel in walk_files(root)
-        if not rel.startswith(VOLATILE_DIR + "/") and not _is_bak(rel)
+        if not rel.startswith(VOLATILE_DIR + "/") and rel != REPORT and not _is_bak(rel)
     }
 
 
