@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from tasks.core.diskspace import human_bytes
+from tasks.core.errors import UserError
 from tasks.core.layout import SortingDir
 from tasks.finalize.finalize import finalize_state
 from tasks.inputs.segments import kept_hours
@@ -114,6 +115,8 @@ def sorting_status(entry: SortingStatus) -> SortingStatus:
             mark = getattr(err, "problem_mark", None)
             line = f" at line {mark.line + 1}" if mark is not None else ""
             entry.problem = f"opts.yaml: malformed YAML{line}: {getattr(err, 'problem', None) or err}; fix it"
+        except UserError as err:  # already one line naming the file and what to do
+            entry.problem = " ".join(str(err).split())[:300]
         except Exception as err:  # a broken opts.yaml must not hide the other sortings
             entry.problem = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
     for name, function in (("curation", _curation), ("postpro", _postpro), ("finalized", _finalized)):
