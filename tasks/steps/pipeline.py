@@ -199,7 +199,7 @@ class StepTask(GpuTaskMixin, SortingTask):
         # Held from the look at old outputs to the manifest: another process running this step is never
         # disturbed (its outputs are not moved away under it) and the step never runs twice at once.
         with step_lock(sorting, self.step):
-            self._supersede_and_run(sorting, extra_env, records, device)
+            self._supersede_and_run(sorting, extra_env, records, device, gpu_units)
 
     def _supersede_and_run(
         self,
@@ -207,6 +207,7 @@ class StepTask(GpuTaskMixin, SortingTask):
         extra_env: dict[str, str] | None,
         records: dict[str, str] | None,
         device: str,
+        units: int,
     ) -> None:
         if STEPS[self.step].phase in RAW_PHASES:  # `luigi --module` skips wisc-sort's setup check
             check_unchanged(sorting)
@@ -225,7 +226,7 @@ class StepTask(GpuTaskMixin, SortingTask):
                 on_progress=self._progress,
                 extra_env=extra_env,
                 flags=step_flags(records=records, device=device),
-                gpu_units=gpu_units,
+                gpu_units=units,
             )
         except StepFailed:
             # Partial outputs are moved aside, never deleted: the next run starts clean.
