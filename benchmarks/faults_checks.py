@@ -103,8 +103,7 @@ def close_enough(path: Path, ref: Path) -> str:
     try:
         if suffix == ".npy":
             a, b = np.load(path, allow_pickle=False), np.load(ref, allow_pickle=False)
-            ok = a.shape == b.shape and np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
-            return "" if ok else f"array differs ({a.shape} vs {b.shape})"
+            return "" if _arrays_close(a, b) else f"array differs ({a.shape} vs {b.shape})"
         if suffix in (".csv", ".tsv"):
             import pandas as pd
 
@@ -127,6 +126,19 @@ def close_enough(path: Path, ref: Path) -> str:
     except (OSError, ValueError) as err:
         return f"unreadable: {err}"
     return "bytes differ"
+
+
+def _arrays_close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal within tolerance, field by field for structured arrays (peaks, spikes)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.names:
+        return all(_arrays_close(a[name], b[name]) for name in a.dtype.names)
+    if a.dtype.kind in "fc":
+        return bool(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True))
+    if a.dtype.kind in "biu":
+        return bool(np.allclose(a, b, rtol=RTOL, atol=ATOL))
+    return bool(np.array_equal(a, b))
 
 
 def _png_size(path: Path) -> tuple[int, int]:
