@@ -73,7 +73,7 @@ def run_once(world: World, phase: str, kill: Kill | None, n_jobs: int, log: Path
         out.write(f"\n=== {phase} ({kill})\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            world.argv(phase, n_jobs), cwd=REPO, env=world.env, stdout=out, stderr=subprocess.STDOUT,
+            world.argv(phase, n_jobs), cwd=world.work, env=world.env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     try:
@@ -300,7 +300,8 @@ def report(args: argparse.Namespace, tally: Tally, seconds: dict, ref) -> str:
             "draw - at a random moment of its start or of a step it has still to run (uniform over that "
             f"part's uninterrupted duration), each part aimed at {KILLS_PER_SEGMENT} times per round (the "
             "sorter once); the "
-            "command is run again until it completes. "
+            "command is run again until it completes. Commands run from the work folder, which has no "
+            "luigi.cfg (the safety settings come with the package). "
             f"{tally.rounds} rounds, {tally.runs} runs, {sum(tally.kills.values())} kills "
             f"({tally.by_target['worker']} of the worker, {tally.by_target['step program']} of a step "
             "program), "
