@@ -20,6 +20,7 @@ from tasks.core.layout import SortingDir
 from tasks.execution.base import Executor, write_sinks
 from tasks.execution.guard import WorkerGuard
 from tasks.execution.images import docker_client, image_id, image_name
+from tasks.execution.waiting import wait_container
 from tasks.steps.registry import STEPS, load_inputs
 
 LABEL = "wisc-sorting.step"
@@ -141,9 +142,9 @@ class DockerExecutor(Executor):
             container.start()
             relay = threading.Thread(target=self._relay, args=(container, sinks), daemon=True)
             relay.start()
-            status = container.wait()["StatusCode"]
+            status = wait_container(container)
             relay.join(timeout=10)
-            return int(status)
+            return status
         finally:
             try:
                 container.remove(force=True)  # kills it first if it still runs (SIGTERM, timeout, error)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from tasks.core.layout import SortingDir
 from tasks.execution.base import Executor, StepFailed, relay_stream, step_flags, step_lock  # noqa: F401  (re-exported)
+from tasks.execution.waiting import wait_process
 
 
 def _die_with_parent() -> None:
@@ -40,7 +41,7 @@ class LocalExecutor(Executor):
         relay = threading.Thread(target=relay_stream, args=(proc.stdout, sinks), daemon=True)
         relay.start()
         try:
-            return proc.wait()
+            return wait_process(proc)
         finally:
             if proc.poll() is None:  # interrupted (SIGTERM, timeout): stop the step, then reap it
                 proc.terminate()

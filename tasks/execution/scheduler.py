@@ -25,6 +25,7 @@ from pathlib import Path
 import luigi.configuration
 
 from tasks.core.errors import UserError
+from tasks.execution.waiting import wait_process
 from tasks.settings import get as setting
 
 SECTION = "wisc_scheduler"
@@ -230,7 +231,7 @@ def run_scheduler(settings: SchedulerSettings) -> int:
     try:
         while True:
             try:
-                return process.wait()
+                return wait_process(process)
             except KeyboardInterrupt:  # pragma: no cover - SIGINT is forwarded above
                 time.sleep(0.1)
     finally:

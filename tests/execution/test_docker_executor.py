@@ -239,3 +239,25 @@ def test_hostile_paths_reach_the_container_as_data(si_image, tmp_path):
     assert code == 0, log.read_text()
     assert (root / "seen.txt").read_text() == repr(str(root))
     assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+
+
+def test_ctrl_c_in_a_helper_thread_stops_and_removes_a_running_container(si_image):
+    """A Ctrl-C that the kernel hands to the log relay's thread: the wait for the container still ends at
+    once, and the container (120 s of sleep) is removed, not left to run to its end."""
+    from tests.support.signals import interrupt_in_a_helper_thread
+
+    name = f"wisc-test-interrupt-{os.getpid()}"
+    body = f"""
+    from tasks.execution.docker import DockerExecutor
+    try:
+        DockerExecutor().run_container(
+            {si_image!r}, ["-c", "print('ready', flush=True); import time; time.sleep(120)"], {name!r}, {{}},
+            [sys.stdout.buffer], {{}}, entrypoint=["python"],
+        )
+        print("waited to the end", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    """
+    out = interrupt_in_a_helper_thread(body, timeout_s=60)
+    assert "interrupted" in out.splitlines()[-1], out
+    assert not _engine().containers.list(all=True, filters={"name": name})
