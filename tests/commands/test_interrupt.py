@@ -16,6 +16,7 @@ from tasks.steps.registry import PREPRO_STEPS
 from tests.steps.test_kill_resume import step_processes
 from tests.support.cli import WISC_SORT
 from tests.support.pipeline_world import fast_options, wait_until, write_options
+from tests.support.signals import as_in_a_terminal
 
 pytestmark = pytest.mark.slow
 STOP_WITHIN_S = 5.0
@@ -25,8 +26,9 @@ def interrupt_during(argv: list[str], sorting, step: str, how: str) -> tuple[flo
     """Start the command in its own session (as a terminal would), wait until `step` runs, interrupt it:
     SIGTERM to the command, or SIGINT to its whole process group (what Ctrl-C does). (seconds, stderr)."""
     proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=as_in_a_terminal,
+    )  # fmt: skip
     try:
         running = lambda: any(step in p.cmdline() for p in step_processes(sorting))  # noqa: E731
         assert wait_until(lambda: running() or proc.poll() is not None, 600)

@@ -1,5 +1,6 @@
-"""A Ctrl-C that the kernel hands to a helper thread, not the main one: a program that blocks SIGINT in its
-main thread (so the kernel must pick another), runs `body` there, and reports whether it was interrupted."""
+"""Ctrl-C in tests: SIGINT as a terminal's foreground job has it, and a Ctrl-C that the kernel hands to a
+helper thread, not the main one (a program that blocks SIGINT in its main thread, so the kernel must pick
+another, runs `body` there and reports whether it was interrupted)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import sys
 import textwrap
 
 from tests.support.pipeline_world import REPO
+
+
+def as_in_a_terminal() -> None:
+    """preexec_fn: SIGINT at its default, as a terminal's foreground job has it. A job started in the
+    background of a non-interactive shell (`nohup ... &`, some CI runners) inherits SIGINT ignored, and
+    Python then keeps ignoring it: a Ctrl-C could not be tested there."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 PROLOGUE = """
 import signal, sys, threading, time
@@ -26,8 +35,9 @@ def interrupt_in_a_helper_thread(body: str, ready: str = "ready", timeout_s: flo
     outlasts `timeout_s` (raises subprocess.TimeoutExpired)."""
     program = PROLOGUE.format(repo=str(REPO)) + textwrap.dedent(body)
     proc = subprocess.Popen(
-        [sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=as_in_a_terminal,
+    )  # fmt: skip
     try:
         lines = []
         for line in proc.stdout:
