@@ -2,8 +2,8 @@
 
 Python runs signal handlers in the main thread, but a blocking wait there (waitpid, a socket read) is woken
 by a signal only when the kernel delivers it to that thread. When the kernel picks another thread (the log
-relay, the progress poller: rare, but CI once saw a Ctrl-C wait 15 s for the step program to end by
-itself; a container would run on to its end), the handler waits for the child. Short timed waits in a loop
+relay, the progress poller; rare), the handler waits for the child: for the step program to end by itself,
+and a container, which never gets the terminal's SIGINT, runs on to its end. Short timed waits in a loop
 let the handler run within one interval, whichever thread the signal reached.
 """
 

@@ -1,5 +1,5 @@
 """Ctrl-C stops the wait for a step program even when the kernel hands the signal to a helper thread (the
-log relay, the progress poller), not to the main thread that waits: CI once saw such a Ctrl-C wait 15 s."""
+log relay, the progress poller), not to the main thread that waits."""
 
 from __future__ import annotations
 
